@@ -1,0 +1,1 @@
+"""Network definitions (Keras 3). Never imports `app`."""

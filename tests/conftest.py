@@ -1,0 +1,53 @@
+"""Shared fixtures. Real data lives in ../shared/assets beside the clone (see its README).
+
+Tests that need it skip with a reason when it is absent (a user's clone) and fail
+instead when POSE_REQUIRE_ASSETS=1 (CI), so a missing folder can never pass silently.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+import app  # noqa: F401  (keeps triton out of the test process: see app/__init__.py)
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("POSE_ASSETS", ROOT.parent / "shared" / "assets"))
+
+
+def asset(relative: str) -> Path:
+    """Path of a shared asset, or skip (fail under POSE_REQUIRE_ASSETS=1) when it is missing."""
+    path = ASSETS / relative
+    if not path.exists():
+        message = f"shared asset {path} not found (it sits in ../shared/assets beside the clone)"
+        if os.environ.get("POSE_REQUIRE_ASSETS") == "1":
+            pytest.fail(message + "; POSE_REQUIRE_ASSETS=1 forbids skipping", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def coco_subset():
+    """(annotations json, images dir) of the 36-image COCO val2017 keypoint subset."""
+    return asset("coco/annotations/person_keypoints_val2017_subset.json"), asset("coco/images")
+
+
+@pytest.fixture
+def detector_path():
+    """The trained YOLOv8n LiteRT int8 detector."""
+    return asset("detector/yolov8n_int8.tflite")
+
+
+@pytest.fixture
+def dancer_video():
+    return asset("videos/dancer.avi")
+
+
+@pytest.fixture
+def street_video():
+    return asset("videos/street.avi")
+
+
+@pytest.fixture
+def dancer_tracks():
+    return asset("tracks/dancer_movenet_0-800.npz")
