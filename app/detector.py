@@ -1,0 +1,175 @@
+"""Person boxes from an Ultralytics YOLO detector (.pt, .onnx, .tflite, ... whatever YOLO() loads).
+
+    detector = PersonDetector(DetectorConfig(model="../shared/assets/detector/yolov8n_int8.tflite"))
+    boxes, scores = detector.detect(frame_bgr)      # (N, 4) xyxy pixels, (N,), best first
+
+Ultralytics does several things at import and first predict that a demo must not inherit, so this
+module takes control of them (checked against ultralytics 8.4 in site-packages):
+
+- Network: `ultralytics/utils/__init__.py` resolves two DNS names at import (`ONLINE = is_online()`),
+  which enables its analytics (`utils/events.py`, also gated by settings "sync") and error reports;
+  `YOLO_OFFLINE=1` makes `is_online()` return False, so both stay off and a failed download fails
+  at once instead of retrying. `YOLO_AUTOINSTALL=0` stops it pip-installing missing backends at
+  run time. Both are set (unless the user set them) before the first import. The settings file is
+  left alone (changing "sync" there would rewrite the user's global Ultralytics settings).
+- Threads: importing `ultralytics.utils` calls `cv2.setNumThreads(0)` (OpenCV single-threaded), and
+  the first predict calls `select_device()` (`utils/torch_utils.py`), which runs
+  `torch.set_num_threads(NUM_THREADS)` with NUM_THREADS = cpu_count - 1 (1 on a 2-core machine).
+  Both counts are saved before the import and restored after it and after every predict, or torch's
+  is set to `DetectorConfig.threads` when given. Its numpy print options are put back too.
+  The LiteRT backend (`nn/backends/litert.py`) gives its interpreter NUM_THREADS threads, read from
+  its module at load time: on 2 cores that is 1 thread, 112 ms per 640 frame against 60 ms with 2
+  (measured here), so it is set to `threads` (default: all cores) before the model loads.
+- Missing files: a bare known name such as "yolov8n.pt" that is not on disk makes Ultralytics
+  download it; a path with a folder makes it download into that folder. Here a missing file is an
+  error at once, except a bare known name when the download host answers within a second or two.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from app.errors import DetectorError
+
+log = logging.getLogger(__name__)
+
+PERSON_CLASS = 0  # COCO class 0
+DOWNLOAD_HOST = ("github.com", 443)  # where Ultralytics fetches its release assets
+NETWORK_TIMEOUT_S = 2.0
+
+
+@dataclass
+class DetectorConfig:
+    """model: a detector file, or a bare Ultralytics name (e.g. "yolov8n.pt") to download when online.
+    threads: torch intra-op threads to keep after Ultralytics changes them; None keeps the caller's."""
+
+    model: str = "yolov8n.pt"
+    conf: float = 0.3
+    iou: float = 0.5
+    imgsz: int = 640
+    device: str = "cpu"
+    max_det: int = 100
+    threads: int | None = None
+
+
+def network_reachable(host: tuple[str, int] = DOWNLOAD_HOST, timeout_s: float = NETWORK_TIMEOUT_S) -> bool:
+    """True if a TCP connection to `host` opens within `timeout_s`, DNS lookup included."""
+    result = []
+
+    def connect():
+        try:
+            socket.create_connection(host, timeout=timeout_s).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    # getaddrinfo ignores socket timeouts and can hang for long on a machine without DNS, so the
+    # whole attempt runs in a thread we stop waiting for.
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result)
+
+
+def _import_yolo():
+    """ultralytics.YOLO and its set of downloadable asset names, imported with the network off."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    from ultralytics import YOLO
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return YOLO, GITHUB_ASSETS_NAMES
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an Ultralytics error, without its "ERROR ❌️" decoration."""
+    text = str(error).replace("❌️", "").replace("❌", "").strip()
+    text = text.removeprefix("ERROR").strip() or type(error).__name__
+    return text.splitlines()[0].rstrip(".")
+
+
+class PersonDetector:
+    """Loads the detector once (and runs it once on a blank frame, so an unreadable file fails
+    here, not on the first video frame); `detect(frame)` returns the people in one frame."""
+
+    def __init__(self, config: DetectorConfig | None = None):
+        config = config or DetectorConfig()
+        self.config = config
+        self._torch_threads = config.threads or torch.get_num_threads()
+        self._cv2_threads = cv2.getNumThreads()
+        print_options = np.get_printoptions()  # Ultralytics also reformats every numpy float printed
+        try:
+            YOLO, known_names = _import_yolo()
+        finally:
+            self._restore_threads()
+            np.set_printoptions(**print_options)
+        path = self._check_model(config.model, known_names)
+        self._set_litert_threads(config.threads or os.cpu_count() or 1)
+        try:
+            self._model = YOLO(path, task="detect", verbose=False)
+            self.detect(np.zeros((64, 64, 3), np.uint8))  # loads the backend; surfaces bad files now
+        except Exception as error:
+            raise DetectorError(f"Ultralytics cannot read detector {config.model} ({_first_line(error)}); "
+                                "pass --detector PATH to a YOLO .pt, .onnx or .tflite file") from error
+        names = getattr(self._model, "names", None) or {}
+        if names.get(PERSON_CLASS, "person") != "person":
+            log.warning("detector %s calls class 0 %r, not 'person'; its boxes may not be people",
+                        config.model, names[PERSON_CLASS])
+
+    @staticmethod
+    def _check_model(model: str, known_names) -> str:
+        path = Path(model).expanduser()
+        if path.is_file():
+            if path.stat().st_size == 0:
+                raise DetectorError(f"detector file {path} is empty (0 bytes); download it again "
+                                    "or pass --detector PATH")
+            return str(path)
+        if path.exists():
+            raise DetectorError(f"detector {path} is a folder; pass --detector PATH to a model file")
+        if model in known_names:  # a bare name Ultralytics knows how to download
+            if network_reachable():
+                log.info("%s is not on disk; Ultralytics will download it", model)
+                return model
+            raise DetectorError(f"{model} is not on disk and this machine is offline; download it on a "
+                                "connected machine, or pass --detector PATH to a local detector file")
+        raise DetectorError(f"detector file {path} not found; pass --detector PATH to a YOLO model file")
+
+    @staticmethod
+    def _set_litert_threads(threads: int) -> None:
+        try:
+            from ultralytics.nn.backends import litert
+        except ImportError:  # another Ultralytics layout: keep its own choice
+            return
+        if hasattr(litert, "NUM_THREADS"):
+            litert.NUM_THREADS = threads
+
+    def _restore_threads(self) -> None:
+        torch.set_num_threads(self._torch_threads)
+        cv2.setNumThreads(self._cv2_threads)
+
+    def detect(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """People in one uint8 BGR (H, W, 3) frame: boxes (N, 4) xyxy float32 in frame pixels and
+        scores (N,) float32, highest score first; N = 0 for an empty frame."""
+        if frame_bgr.size == 0:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        cfg = self.config
+        try:
+            result = self._model.predict(frame_bgr, classes=[PERSON_CLASS], conf=cfg.conf, iou=cfg.iou,
+                                         imgsz=cfg.imgsz, device=cfg.device, max_det=cfg.max_det,
+                                         verbose=False)[0]
+        finally:
+            self._restore_threads()
+        boxes = result.boxes
+        return (boxes.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4),
+                boxes.conf.cpu().numpy().astype(np.float32).reshape(-1))
+
+    __call__ = detect

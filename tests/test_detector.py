@@ -1,0 +1,147 @@
+"""Person detector on real frames, its failure modes, and Ultralytics' side effects kept in check."""
+
+import functools
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import app.detector
+from app.detector import DetectorConfig, PersonDetector, network_reachable
+from app.errors import DetectorError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=1)
+def load_detector(path: str) -> PersonDetector:
+    return PersonDetector(DetectorConfig(model=path))  # loaded once: the first predict costs ~1.5 s
+
+
+@pytest.fixture
+def detector(detector_path):
+    return load_detector(str(detector_path))
+
+
+def video_frame(path, index=0):
+    capture = cv2.VideoCapture(str(path))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, frame = capture.read()
+    capture.release()
+    assert ok, f"cannot read frame {index} of {path}"
+    return frame
+
+
+# --- real frames ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("index", [0, 600])  # standing still, then mid-dance
+def test_dancer_is_one_person_covering_her(detector, dancer_video, index):
+    frame = video_frame(dancer_video, index)
+    height, width = frame.shape[:2]
+    boxes, scores = detector.detect(frame)
+    assert boxes.shape == (1, 4) and boxes.dtype == np.float32 and scores.dtype == np.float32
+    x1, y1, x2, y2 = boxes[0]
+    # Measured once on frame 0: about (206, 112, 314, 482) of 518 x 496. She stands in the middle of
+    # the backdrop and fills most of its height; the bounds leave room for her arms when dancing.
+    assert width / 3 < (x1 + x2) / 2 < 2 * width / 3
+    assert y2 - y1 > 0.5 * height
+    assert x1 >= -1 and y1 >= -1 and x2 <= width + 1 and y2 <= height + 1
+    assert scores[0] > 0.5
+
+
+def test_street_has_many_people(detector, street_video):
+    frame = video_frame(street_video, 0)
+    boxes, scores = detector.detect(frame)
+    assert len(boxes) >= 5  # README: 5-20 walkers; 13 found at the time of writing
+    assert (scores >= detector.config.conf).all() and (np.diff(scores) <= 0).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert boxes[:, [0, 2]].max() <= 1281 and boxes[:, [1, 3]].max() <= 721
+
+
+def test_black_frame_has_nobody(detector):
+    boxes, scores = detector.detect(np.zeros((480, 640, 3), np.uint8))
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (100, 3000, 3), (3000, 100, 3), (0, 0, 3)])
+def test_unusual_frame_sizes_do_not_crash(detector, shape):
+    boxes, scores = detector.detect(np.full(shape, 90, np.uint8))
+    assert boxes.shape == (len(scores), 4)
+
+
+def test_detector_leaves_the_callers_thread_counts_alone(detector_path):
+    # A fresh process, so the import itself is checked too. The counts asked for differ from the
+    # NUM_THREADS = min(8, cpu_count - 1) that Ultralytics would set.
+    script = textwrap.dedent(f"""
+        import os
+        import app
+        import cv2, numpy, torch
+        wanted = min(8, max(1, os.cpu_count() - 1)) + 1
+        torch.set_num_threads(wanted)
+        cv2.setNumThreads(2)
+        from app.detector import DetectorConfig, PersonDetector
+        detector = PersonDetector(DetectorConfig(model={str(detector_path)!r}))
+        detector.detect(numpy.zeros((480, 640, 3), numpy.uint8))
+        print(wanted, torch.get_num_threads(), cv2.getNumThreads())
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    wanted, torch_threads, cv2_threads = map(int, result.stdout.split()[-3:])
+    assert torch_threads == wanted and cv2_threads == 2
+
+
+def test_threads_setting_is_applied(detector_path):
+    before = torch.get_num_threads()
+    try:
+        detector = PersonDetector(DetectorConfig(model=str(detector_path), threads=1))
+        detector.detect(np.zeros((64, 64, 3), np.uint8))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- files it cannot use ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["garbage.pt", "garbage.tflite", "garbage.onnx"])
+def test_garbage_file_is_a_detector_error(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(DetectorError, match="cannot read detector") as error:
+        PersonDetector(DetectorConfig(model=str(path)))
+    assert "\n" not in str(error.value)
+
+
+def test_empty_file_is_a_detector_error(tmp_path):
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    with pytest.raises(DetectorError, match="empty"):
+        PersonDetector(DetectorConfig(model=str(tmp_path / "empty.tflite")))
+
+
+def test_missing_path_fails_without_a_download(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DetectorError, match="not found"):
+        PersonDetector(DetectorConfig(model="weights/yolov8n.pt"))  # Ultralytics would fetch it into weights/
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_known_name_offline_fails_at_once_with_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(app.detector, "network_reachable", lambda *args, **kwargs: False)
+    with pytest.raises(DetectorError, match=r"offline.*--detector PATH"):
+        PersonDetector(DetectorConfig(model="yolov8n.pt"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_network_reachable_sees_an_open_and_a_closed_port():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert network_reachable(("127.0.0.1", port), timeout_s=2.0)
+    assert not network_reachable(("127.0.0.1", port), timeout_s=2.0)  # closed now: refused
