@@ -1,0 +1,179 @@
+"""The one place that composes the per-frame stages: detect -> crop/model/decode -> track -> smooth.
+
+`PosePipeline.process(frame)` takes one BGR frame and returns the people in it with stable track ids,
+raw and smoothed keypoints, and how long each stage took. Input/output, threads and the user interface
+live in `app.demo`; the stages themselves live in their own modules and know nothing of each other.
+
+Detector scheduling (why not every frame): YOLO costs about as much as one pose forward pass on a CPU.
+Between detections each tracked person's box is derived from their last smoothed keypoints, which
+follow the person as well as a fresh detection does while the keypoints are confident. The detector
+runs again every `detect_every` frames (people may have entered), as soon as a track's keypoints
+turn weak (the box may have slipped off the person), and when no one is tracked.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.smoothing import KalmanConfig, KeypointKalman
+from app.tracker import IouTracker, TrackerConfig, boxes_from_keypoints
+
+
+@dataclass
+class PipelineConfig:
+    detect_every: int = 8  # frames between detector runs while every track is healthy (1 = every frame)
+    min_track_score: float = 0.35  # mean keypoint score under which a derived box is not trusted
+    keypoint_threshold: float = 0.3  # joints scoring below this are not used to derive boxes
+    kalman: bool = True  # show smoothed keypoints (the filters run either way, so a toggle is seamless)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    smoothing: KalmanConfig = field(default_factory=KalmanConfig)
+
+
+@dataclass
+class Person:
+    """One tracked person in one frame; K joints."""
+
+    track_id: int
+    box: np.ndarray  # (4,) xyxy, image pixels
+    box_score: float
+    raw_keypoints: np.ndarray  # (K, 2) as decoded from the heatmaps
+    smoothed_keypoints: np.ndarray  # (K, 2) after the Kalman filter
+    scores: np.ndarray  # (K,) heatmap peak values
+    visible: np.ndarray  # (K,) bool: confident now, or predicted for a few frames by the filter
+    kalman: bool  # which of the two `keypoints` returns
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        return self.smoothed_keypoints if self.kalman else self.raw_keypoints
+
+
+@dataclass
+class FrameResult:
+    people: list[Person]
+    detected: bool  # whether the detector ran on this frame
+    timings_ms: dict[str, float]  # stage -> milliseconds: detect, pose (crop+model+decode), track, smooth
+    heatmaps: np.ndarray | None = None  # (N, h, w, K) in people order, when asked for
+
+
+class PosePipeline:
+    """Per-frame composition of detector, pose estimator, tracker and smoothers.
+
+    detector: object with `detect(frame) -> (boxes (N,4) xyxy, scores (N,))` (app.detector.PersonDetector).
+    estimator: object with `estimate(frame, boxes, return_heatmaps) -> PoseResult` (app.pose.PoseEstimator).
+    """
+
+    def __init__(self, detector, estimator, config: PipelineConfig | None = None):
+        self.detector = detector
+        self.estimator = estimator
+        self.config = config or PipelineConfig()
+        self.kalman = self.config.kalman
+        self.detector_calls = 0
+        self._tracker = IouTracker(self.config.tracker)
+        self._smoothers: dict[int, KeypointKalman] = {}
+        self._next_boxes = np.zeros((0, 4), np.float32)  # derived from the last keypoints
+        self._next_scores = np.zeros((0,), np.float32)
+        self._frames_since_detect = 0
+        self._frame_shape: tuple[int, ...] | None = None
+
+    def reset(self) -> None:
+        """Forget every track (a new scene, or a frame size change)."""
+        self._tracker = IouTracker(self.config.tracker)
+        self._smoothers.clear()
+        self._next_boxes = np.zeros((0, 4), np.float32)
+        self._next_scores = np.zeros((0,), np.float32)
+        self._frames_since_detect = 0
+
+    def _should_detect(self) -> bool:
+        return (
+            len(self._next_boxes) == 0
+            or self.config.detect_every <= 1
+            or self._frames_since_detect + 1 >= self.config.detect_every  # counts frames since, this one included
+        )
+
+    def process(self, frame: np.ndarray, want_heatmaps: bool = False) -> FrameResult:
+        """frame: uint8 BGR (H, W, 3). Returns the people in it, in track order."""
+        if frame.shape != self._frame_shape:
+            # Boxes and filters are in the old frame's pixels: start over rather than drift.
+            self.reset()
+            self._frame_shape = frame.shape
+        timings: dict[str, float] = {}
+
+        detected = self._should_detect()
+        t0 = time.perf_counter()
+        if detected:
+            boxes, box_scores = self._detect(frame)
+        else:
+            boxes, box_scores = self._next_boxes, self._next_scores
+        timings["detect"] = (time.perf_counter() - t0) * 1000
+
+        t0 = time.perf_counter()
+        pose = self.estimator.estimate(frame, boxes, return_heatmaps=want_heatmaps)
+        timings["pose"] = (time.perf_counter() - t0) * 1000
+        keypoints, scores, heatmaps = pose.keypoints, pose.scores, pose.heatmaps
+
+        if not detected and len(boxes):
+            weak = scores.mean(axis=1) < self.config.min_track_score
+            if weak.any():
+                # A derived box may have slipped off its person: ask the detector, on this very frame,
+                # rather than show a wrong skeleton for `detect_every` frames.
+                t0 = time.perf_counter()
+                boxes, box_scores = self._detect(frame)
+                timings["detect"] += (time.perf_counter() - t0) * 1000
+                detected = True
+                t0 = time.perf_counter()
+                pose = self.estimator.estimate(frame, boxes, return_heatmaps=want_heatmaps)
+                timings["pose"] += (time.perf_counter() - t0) * 1000
+                keypoints, scores, heatmaps = pose.keypoints, pose.scores, pose.heatmaps
+        self._frames_since_detect = 0 if detected else self._frames_since_detect + 1
+
+        t0 = time.perf_counter()
+        ids = self._tracker.update(boxes, box_scores)
+        for dead in set(self._smoothers) - set(self._tracker.active_ids()):
+            del self._smoothers[dead]
+        timings["track"] = (time.perf_counter() - t0) * 1000
+
+        t0 = time.perf_counter()
+        people = []
+        for i, track_id in enumerate(ids):
+            track_id = int(track_id)
+            if track_id < 0:  # a box the tracker refused (not finite)
+                continue
+            smoother = self._smoothers.get(track_id)
+            if smoother is None:
+                smoother = self._smoothers[track_id] = KeypointKalman(self.config.smoothing)
+            box = boxes[i]
+            scale = float(np.hypot(box[2] - box[0], box[3] - box[1]))
+            smoothed, visible = smoother.update(keypoints[i], scores[i], scale=scale)
+            people.append(Person(
+                track_id=track_id, box=np.asarray(box, np.float32), box_score=float(box_scores[i]),
+                raw_keypoints=keypoints[i], smoothed_keypoints=smoothed, scores=scores[i],
+                visible=visible, kalman=self.kalman,
+            ))
+        timings["smooth"] = (time.perf_counter() - t0) * 1000
+
+        self._derive_next_boxes(people, frame.shape)
+        return FrameResult(people=people, detected=detected, timings_ms=timings,
+                           heatmaps=heatmaps if want_heatmaps else None)
+
+    def _detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.detector_calls += 1
+        boxes, scores = self.detector.detect(frame)
+        return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1)
+
+    def _derive_next_boxes(self, people: list[Person], shape: tuple[int, ...]) -> None:
+        """Boxes for the next frame from this frame's smoothed keypoints, clipped to the frame."""
+        if not people:
+            self._next_boxes = np.zeros((0, 4), np.float32)
+            self._next_scores = np.zeros((0,), np.float32)
+            return
+        keypoints = np.stack([p.smoothed_keypoints for p in people])
+        scores = np.stack([np.where(p.visible, p.scores, 0.0) for p in people]).astype(np.float32)
+        boxes = boxes_from_keypoints(keypoints, scores, threshold=self.config.keypoint_threshold)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        height, width = shape[:2]
+        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
+        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
+        usable = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] - boxes[:, 0] > 4) & (boxes[:, 3] - boxes[:, 1] > 4)
+        self._next_boxes = boxes[usable]
+        self._next_scores = np.array([p.box_score for p in people], np.float32)[usable]

@@ -1,0 +1,156 @@
+"""PosePipeline composition: detector schedule, track ids, smoothing toggle, state bounds.
+
+A fake detector and a fake estimator stand in for the networks, so these tests check the
+composition itself: the stages are tested in their own files.
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from app.pipeline import PipelineConfig, PosePipeline
+
+K = 17
+# A standing person's joints in a unit box (x, y), roughly COCO-like.
+UNIT_POSE = np.array([
+    [0.5, 0.08], [0.55, 0.06], [0.45, 0.06], [0.6, 0.08], [0.4, 0.08],
+    [0.7, 0.25], [0.3, 0.25], [0.8, 0.42], [0.2, 0.42], [0.85, 0.58], [0.15, 0.58],
+    [0.62, 0.6], [0.38, 0.6], [0.63, 0.8], [0.37, 0.8], [0.64, 0.98], [0.36, 0.98],
+], np.float32)
+
+
+def person_box(x: float, y: float, w: float = 60, h: float = 160) -> np.ndarray:
+    return np.array([x, y, x + w, y + h], np.float32)
+
+
+class FakeDetector:
+    """Returns the boxes of the people the test has placed in the current frame."""
+
+    def __init__(self):
+        self.boxes = np.zeros((0, 4), np.float32)
+        self.calls = 0
+
+    def detect(self, frame):
+        self.calls += 1
+        return self.boxes.copy(), np.full(len(self.boxes), 0.9, np.float32)
+
+
+class FakeEstimator:
+    """Puts the joints of whichever true person a box overlaps most, like a network would."""
+
+    def __init__(self, score: float = 0.9):
+        self.truth = np.zeros((0, 4), np.float32)
+        self.score = score
+
+    def estimate(self, frame, boxes, return_heatmaps=False):
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        keypoints = np.zeros((len(boxes), K, 2), np.float32)
+        scores = np.zeros((len(boxes), K), np.float32)
+        for i, box in enumerate(boxes):
+            centre = (box[:2] + box[2:]) / 2
+            if len(self.truth) == 0:
+                continue
+            truth_centres = (self.truth[:, :2] + self.truth[:, 2:]) / 2
+            j = int(np.argmin(np.linalg.norm(truth_centres - centre, axis=1)))
+            if np.linalg.norm(truth_centres[j] - centre) > 80:
+                continue  # the box lost its person: nothing confident in it
+            t = self.truth[j]
+            keypoints[i] = t[:2] + UNIT_POSE * (t[2:] - t[:2])
+            scores[i] = self.score
+        heatmaps = np.zeros((len(boxes), 64, 48, K), np.float32) if return_heatmaps else None
+        return SimpleNamespace(keypoints=keypoints, scores=scores, heatmaps=heatmaps)
+
+
+def make(detect_every=5, **kwargs):
+    detector, estimator = FakeDetector(), FakeEstimator()
+    pipeline = PosePipeline(detector, estimator, PipelineConfig(detect_every=detect_every, **kwargs))
+    return pipeline, detector, estimator
+
+
+def place(detector, estimator, boxes):
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    detector.boxes = boxes
+    estimator.truth = boxes
+
+
+FRAME = np.zeros((480, 640, 3), np.uint8)
+
+
+def test_detector_runs_every_n_frames_while_tracks_are_healthy():
+    pipeline, detector, estimator = make(detect_every=5)
+    for t in range(50):
+        place(detector, estimator, [person_box(100 + 2 * t, 100)])
+        result = pipeline.process(FRAME)
+        assert len(result.people) == 1
+        assert result.detected == (t % 5 == 0)
+    assert detector.calls == 10
+    assert pipeline.detector_calls == 10
+
+
+def test_one_person_keeps_one_id_while_moving_between_detections():
+    pipeline, detector, estimator = make(detect_every=10)
+    ids = set()
+    for t in range(100):
+        place(detector, estimator, [person_box(50 + 4 * t % 500, 120 + (t % 7))])
+        result = pipeline.process(FRAME)
+        ids.update(p.track_id for p in result.people)
+        assert len(result.people) == 1
+    assert len(ids) == 1
+
+
+def test_weak_track_forces_detection_on_the_same_frame():
+    pipeline, detector, estimator = make(detect_every=100)
+    place(detector, estimator, [person_box(100, 100)])
+    pipeline.process(FRAME)
+    assert detector.calls == 1
+    # The person jumps far away: the derived box now holds nothing confident.
+    place(detector, estimator, [person_box(450, 250)])
+    result = pipeline.process(FRAME)
+    assert result.detected
+    assert detector.calls == 2
+    assert len(result.people) == 1
+    np.testing.assert_allclose(result.people[0].raw_keypoints[0], [450 + 30, 250 + 0.08 * 160], atol=1e-3)
+
+
+def test_kalman_toggle_switches_what_keypoints_returns():
+    pipeline, detector, estimator = make(detect_every=1)
+    rng = np.random.default_rng(0)
+    for t in range(20):
+        place(detector, estimator, [person_box(100 + rng.normal(0, 2), 100 + rng.normal(0, 2))])
+        on = pipeline.process(FRAME).people[0]
+    assert on.kalman
+    np.testing.assert_array_equal(on.keypoints, on.smoothed_keypoints)
+    assert np.abs(on.smoothed_keypoints - on.raw_keypoints).max() > 0  # the filter did something
+    pipeline.kalman = False
+    off = pipeline.process(FRAME).people[0]
+    np.testing.assert_array_equal(off.keypoints, off.raw_keypoints)
+
+
+def test_people_leaving_free_their_state():
+    pipeline, detector, estimator = make(detect_every=1)
+    for t in range(300):
+        # A new person every 10 frames, each staying 30 frames: at most 3-4 on screen.
+        boxes = [person_box(20 + 40 * (k % 14), 100 + 20 * (k % 5)) for k in range(t // 10 - 2, t // 10 + 1) if k >= 0]
+        place(detector, estimator, boxes)
+        pipeline.process(FRAME)
+    assert len(pipeline._smoothers) <= 8
+    assert len(pipeline._tracker.active_ids()) <= 8
+
+
+def test_frame_size_change_starts_over():
+    pipeline, detector, estimator = make(detect_every=10)
+    place(detector, estimator, [person_box(100, 100)])
+    pipeline.process(FRAME)
+    pipeline.process(FRAME)
+    assert detector.calls == 1
+    result = pipeline.process(np.zeros((240, 320, 3), np.uint8))
+    assert result.detected and detector.calls == 2
+
+
+def test_no_people_no_crash_and_heatmaps_when_asked():
+    pipeline, detector, estimator = make(detect_every=3)
+    result = pipeline.process(FRAME, want_heatmaps=True)
+    assert result.people == [] and result.detected
+    place(detector, estimator, [person_box(100, 100), person_box(300, 100)])
+    result = pipeline.process(FRAME, want_heatmaps=True)
+    assert len(result.people) == 2 and result.heatmaps.shape == (2, 64, 48, K)
