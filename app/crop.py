@@ -1,0 +1,122 @@
+"""Person boxes -> fixed-size model crops, and crop/heatmap coordinates -> image pixels.
+
+The geometry follows the official SimpleBaseline code (microsoft/human-pose-estimation.pytorch,
+lib/dataset/coco.py `_box2cs` and lib/utils/transforms.py `get_affine_transform`/`transform_preds`) so
+that trained checkpoints see the crops they were trained on:
+
+- a box becomes a centre and a size with the model's aspect ratio, padded by 1.25;
+- the affine maps the centre to (W/2, H/2) of the output and scales uniformly by W / box width
+  (no rotation at test time);
+- keypoints decoded at heatmap resolution are mapped back with the affine built for the heatmap size,
+  so heatmap pixel j of a 48-wide heatmap corresponds to input pixel 4j.
+
+Sizes stay in pixels: the official code divides by pixel_std=200 and multiplies it back inside
+`get_affine_transform`, a round trip that changes nothing.
+
+Shapes: N people, K joints; boxes (N, 4) xyxy, centers and sizes (N, 2), matrices (N, 2, 3).
+"""
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+MIN_BOX_SIZE = 1.0  # pixels: zero, negative or sub-pixel box sides are raised to this
+
+
+def finite_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(N,) bool: rows of boxes (N, 4) whose four coordinates are all finite (no NaN or inf)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.isfinite(boxes).all(axis=1)
+
+
+def boxes_to_center_scale(
+    boxes: np.ndarray, aspect_ratio: float = 192 / 256, padding: float = 1.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop centre and size for each box, as the official `_box2cs`.
+
+    boxes: (N, 4) xyxy image pixels. aspect_ratio: model input width / height.
+    Returns centers (N, 2) x, y and sizes (N, 2) w, h, both float64 image pixels, with
+    w / h == aspect_ratio exactly.
+
+    Robustness: box sides that are zero, negative or under 1 px are raised to 1 px (a degenerate box
+    still gets a valid, tiny crop instead of a division by zero). Non-finite boxes are FLAGGED, not
+    dropped, so rows stay aligned with the caller's boxes: their centre becomes (0, 0) and their size
+    the 1 px minimum, and `finite_boxes(boxes)` tells which rows they are (PoseEstimator does not run
+    the model on them and reports zero scores).
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    finite = finite_boxes(boxes)
+    safe = np.where(finite[:, None], boxes, 0.0)
+    centers = np.stack([(safe[:, 0] + safe[:, 2]) / 2, (safe[:, 1] + safe[:, 3]) / 2], axis=1)
+    w = np.maximum(safe[:, 2] - safe[:, 0], MIN_BOX_SIZE)
+    h = np.maximum(safe[:, 3] - safe[:, 1], MIN_BOX_SIZE)
+    # Widen the short side (never shrink) so the crop has the model's aspect ratio without
+    # squashing the person.
+    too_wide = w > aspect_ratio * h
+    h = np.where(too_wide, w / aspect_ratio, h)
+    w = np.where(too_wide, w, h * aspect_ratio)
+    # 1.25: detector boxes hug the person; the network was trained with this much context around
+    # them, and limbs cut by a tight box (raised hands, feet) stay inside the crop.
+    sizes = np.stack([w, h], axis=1) * padding
+    return centers, sizes
+
+
+def crop_transforms(
+    centers: np.ndarray, sizes: np.ndarray, output_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Affine matrices image -> crop and crop -> image, as the official `get_affine_transform`.
+
+    centers, sizes: (N, 2) image pixels (from `boxes_to_center_scale`). output_size: (H, W) of the
+    crop or of the heatmap. Returns (forward (N, 2, 3), inverse (N, 2, 3)) float64.
+    The centre maps to (W/2, H/2) and the scale is W / size_w on both axes (the official code takes the
+    scale from the width only; sizes from `boxes_to_center_scale` have the output's aspect ratio).
+    Written in closed form instead of cv2.getAffineTransform on three points: without rotation it is
+    a scale and a shift, and the closed form keeps the round trip exact to float64.
+    """
+    centers = np.asarray(centers, np.float64).reshape(-1, 2)
+    sizes = np.asarray(sizes, np.float64).reshape(-1, 2)
+    out_h, out_w = output_size
+    scale = out_w / sizes[:, 0]  # (N,)
+    forward = np.zeros((len(centers), 2, 3))
+    forward[:, 0, 0] = scale
+    forward[:, 1, 1] = scale
+    forward[:, 0, 2] = out_w / 2 - scale * centers[:, 0]
+    forward[:, 1, 2] = out_h / 2 - scale * centers[:, 1]
+    inverse = np.zeros((len(centers), 2, 3))
+    inverse[:, 0, 0] = 1 / scale
+    inverse[:, 1, 1] = 1 / scale
+    inverse[:, 0, 2] = centers[:, 0] - out_w / 2 / scale
+    inverse[:, 1, 2] = centers[:, 1] - out_h / 2 / scale
+    return forward, inverse
+
+
+def transform_points(points: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """Apply one affine per person: points (N, K, 2), matrices (N, 2, 3) -> (N, K, 2) float32."""
+    points = np.asarray(points, np.float64)
+    matrices = np.asarray(matrices, np.float64)
+    out = np.einsum("nij,nkj->nki", matrices[:, :, :2], points) + matrices[:, None, :, 2]
+    return out.astype(np.float32)
+
+
+def warp_crops(frame_bgr: np.ndarray, matrices: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """Cut one crop per person: frame (Hf, Wf, 3) uint8, matrices (N, 2, 3) image -> crop.
+
+    Returns (N, H, W, 3) uint8 with (H, W) = input_size; bilinear, outside the frame is black (0) as
+    in the official test pipeline.
+    """
+    out_h, out_w = input_size
+    crops = np.zeros((len(matrices), out_h, out_w, 3), np.uint8)
+    for i, matrix in enumerate(matrices):  # cv2 warps one image at a time
+        crops[i] = cv2.warpAffine(
+            frame_bgr, np.asarray(matrix, np.float64), (out_w, out_h),
+            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        )
+    return crops
+
+
+def normalize(crops_bgr: np.ndarray) -> np.ndarray:
+    """uint8 BGR crops (N, H, W, 3) -> float32 RGB (N, H, W, 3), (x/255 - mean) / std (ImageNet)."""
+    rgb = crops_bgr[..., ::-1].astype(np.float32) / 255.0
+    return (rgb - IMAGENET_MEAN) / IMAGENET_STD

@@ -1,0 +1,104 @@
+"""Top-down pose estimation for one frame: boxes -> crops -> one batched model call -> keypoints.
+
+`PoseEstimator(runner, config).estimate(frame, boxes)` warps every person's crop into one batch,
+normalises it, runs the model on chunks of at most `max_batch` crops (never one call per person),
+decodes the heatmaps and maps the keypoints back to image pixels.
+
+The runner is any callable `runner(batch) -> heatmaps`: batch (N, 256, 192, 3) float32 RGB,
+ImageNet-normalised; heatmaps (N, 64, 48, K) float32 numpy (see app.runtime).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.crop import boxes_to_center_scale, crop_transforms, finite_boxes, normalize, transform_points, warp_crops
+from app.decode import DECODE_METHODS, decode_heatmaps, flip_back
+from app.skeleton import NUM_KEYPOINTS, flip_index
+
+
+@dataclass
+class PoseConfig:
+    input_size: tuple[int, int] = (256, 192)  # model input (H, W)
+    padding: float = 1.25  # context around each box, as the model was trained
+    flip: bool = False  # average with the prediction on the mirrored crop (about 2x the model time)
+    decode: str = "dark"  # "dark", "quarter" or "argmax" (app.decode)
+    max_batch: int = 32  # crops per runner call; bounds the memory of a crowded frame
+
+
+@dataclass
+class PoseResult:
+    """Poses of N people in one frame, K joints, in the order of the boxes given."""
+
+    keypoints: np.ndarray  # (N, K, 2) float32 x, y image pixels
+    scores: np.ndarray  # (N, K) float32 heatmap peak values (0 for a non-finite box)
+    heatmaps: np.ndarray | None  # (N, h, w, K) float32 when asked for, else None
+    centers: np.ndarray  # (N, 2) float32 crop centres, image pixels
+    sizes: np.ndarray  # (N, 2) float32 crop sizes w, h (padded, model aspect ratio), image pixels
+    valid: np.ndarray  # (N,) bool: False for non-finite boxes (keypoints 0, scores 0, no model call)
+
+
+class PoseEstimator:
+    """Runs a heatmap model on every person box of a frame.
+
+    runner: callable (N, H, W, 3) float32 -> (N, h, w, K) float32, optionally with `.input_size`
+    (H, W); when present it overrides `config.input_size`.
+    """
+
+    def __init__(self, runner, config: PoseConfig | None = None):
+        self.runner = runner
+        self.config = config or PoseConfig()
+        if self.config.decode not in DECODE_METHODS:
+            raise ValueError(f"decode must be one of {DECODE_METHODS}, not {self.config.decode!r}")
+        if self.config.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.input_size = tuple(getattr(runner, "input_size", None) or self.config.input_size)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Runner over chunks of at most max_batch: batch (N, H, W, 3) -> heatmaps (N, h, w, K)."""
+        chunks = []
+        for start in range(0, len(batch), self.config.max_batch):
+            chunk = batch[start:start + self.config.max_batch]
+            heatmaps = np.asarray(self.runner(chunk), np.float32)
+            if self.config.flip:
+                # The mirrored crops go through in their own call (the runner's batch size stays
+                # max_batch); un-mirror and average as the official flip test.
+                mirrored = np.asarray(self.runner(np.ascontiguousarray(chunk[:, :, ::-1])), np.float32)
+                heatmaps = (heatmaps + flip_back(mirrored, flip_index(heatmaps.shape[-1]))) * 0.5
+            chunks.append(heatmaps)
+        return np.concatenate(chunks, axis=0)
+
+    def estimate(self, frame_bgr: np.ndarray, boxes: np.ndarray, return_heatmaps: bool = False) -> PoseResult:
+        """frame_bgr: uint8 (Hf, Wf, 3). boxes: (N, 4) xyxy image pixels. Returns a PoseResult of N rows."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        n = len(boxes)
+        in_h, in_w = self.input_size
+        centers, sizes = boxes_to_center_scale(boxes, aspect_ratio=in_w / in_h, padding=self.config.padding)
+        valid = finite_boxes(boxes)
+        keypoints = np.zeros((n, NUM_KEYPOINTS, 2), np.float32)
+        scores = np.zeros((n, NUM_KEYPOINTS), np.float32)
+        heatmaps_all = None
+        if valid.any():
+            forward, _ = crop_transforms(centers[valid], sizes[valid], (in_h, in_w))
+            batch = normalize(warp_crops(frame_bgr, forward, (in_h, in_w)))
+            heatmaps = self._run(batch)
+            _, hm_h, hm_w, k = heatmaps.shape
+            coords, peak = decode_heatmaps(heatmaps, self.config.decode)
+            # Heatmap coordinates go back through the affine built for the heatmap size, as the
+            # official transform_preds: heatmap pixel j sits on input pixel (in_w / hm_w) * j.
+            _, to_image = crop_transforms(centers[valid], sizes[valid], (hm_h, hm_w))
+            if k != keypoints.shape[1]:
+                keypoints = np.zeros((n, k, 2), np.float32)
+                scores = np.zeros((n, k), np.float32)
+            keypoints[valid] = transform_points(coords, to_image)
+            scores[valid] = peak
+            if return_heatmaps:
+                heatmaps_all = np.zeros((n, hm_h, hm_w, k), np.float32)
+                heatmaps_all[valid] = heatmaps
+        elif return_heatmaps:
+            hm_h, hm_w = in_h // 4, in_w // 4  # the SimpleBaseline output stride; no model call to ask
+            heatmaps_all = np.zeros((n, hm_h, hm_w, NUM_KEYPOINTS), np.float32)
+        return PoseResult(
+            keypoints=keypoints, scores=scores, heatmaps=heatmaps_all,
+            centers=centers.astype(np.float32), sizes=sizes.astype(np.float32), valid=valid,
+        )
