@@ -52,7 +52,7 @@ class Person:
 class FrameResult:
     people: list[Person]
     detected: bool  # whether the detector ran on this frame
-    timings_ms: dict[str, float]  # stage -> milliseconds: detect, pose (crop+model+decode), track, smooth
+    timings_ms: dict[str, float]  # stage -> milliseconds: detect, crop, model, decode, track, smooth
     heatmaps: np.ndarray | None = None  # (N, h, w, K) in people order, when asked for
 
 
@@ -84,6 +84,10 @@ class PosePipeline:
         self._next_scores = np.zeros((0,), np.float32)
         self._frames_since_detect = 0
 
+    def state_size(self) -> dict[str, int]:
+        """How much per-person state is held: it must stay bounded however long the run."""
+        return {"tracks": len(self._tracker.active_ids()), "smoothers": len(self._smoothers)}
+
     def _should_detect(self) -> bool:
         return (
             len(self._next_boxes) == 0
@@ -107,9 +111,7 @@ class PosePipeline:
             boxes, box_scores = self._next_boxes, self._next_scores
         timings["detect"] = (time.perf_counter() - t0) * 1000
 
-        t0 = time.perf_counter()
-        pose = self.estimator.estimate(frame, boxes, return_heatmaps=want_heatmaps)
-        timings["pose"] = (time.perf_counter() - t0) * 1000
+        pose = self._estimate(frame, boxes, want_heatmaps, timings)
         keypoints, scores, heatmaps = pose.keypoints, pose.scores, pose.heatmaps
 
         if not detected and len(boxes):
@@ -121,9 +123,7 @@ class PosePipeline:
                 boxes, box_scores = self._detect(frame)
                 timings["detect"] += (time.perf_counter() - t0) * 1000
                 detected = True
-                t0 = time.perf_counter()
-                pose = self.estimator.estimate(frame, boxes, return_heatmaps=want_heatmaps)
-                timings["pose"] += (time.perf_counter() - t0) * 1000
+                pose = self._estimate(frame, boxes, want_heatmaps, timings)
                 keypoints, scores, heatmaps = pose.keypoints, pose.scores, pose.heatmaps
         self._frames_since_detect = 0 if detected else self._frames_since_detect + 1
 
@@ -155,6 +155,15 @@ class PosePipeline:
         self._derive_next_boxes(people, frame.shape)
         return FrameResult(people=people, detected=detected, timings_ms=timings,
                            heatmaps=heatmaps if want_heatmaps else None)
+
+    def _estimate(self, frame: np.ndarray, boxes: np.ndarray, want_heatmaps: bool, timings: dict):
+        """The estimator's result; adds its stage times (crop, model, decode) into `timings`."""
+        t0 = time.perf_counter()
+        pose = self.estimator.estimate(frame, boxes, return_heatmaps=want_heatmaps)
+        stages = getattr(pose, "timings_ms", None) or {"pose": (time.perf_counter() - t0) * 1000}
+        for stage, ms in stages.items():
+            timings[stage] = timings.get(stage, 0.0) + ms
+        return pose
 
     def _detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.detector_calls += 1

@@ -8,7 +8,8 @@ The runner is any callable `runner(batch) -> heatmaps`: batch (N, 256, 192, 3) f
 ImageNet-normalised; heatmaps (N, 64, 48, K) float32 numpy (see app.runtime).
 """
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class PoseResult:
     centers: np.ndarray  # (N, 2) float32 crop centres, image pixels
     sizes: np.ndarray  # (N, 2) float32 crop sizes w, h (padded, model aspect ratio), image pixels
     valid: np.ndarray  # (N,) bool: False for non-finite boxes (keypoints 0, scores 0, no model call)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # crop, model, decode
 
 
 class PoseEstimator:
@@ -78,10 +80,15 @@ class PoseEstimator:
         keypoints = np.zeros((n, NUM_KEYPOINTS, 2), np.float32)
         scores = np.zeros((n, NUM_KEYPOINTS), np.float32)
         heatmaps_all = None
+        timings = {"crop": 0.0, "model": 0.0, "decode": 0.0}
         if valid.any():
+            t0 = time.perf_counter()
             forward, _ = crop_transforms(centers[valid], sizes[valid], (in_h, in_w))
             batch = normalize(warp_crops(frame_bgr, forward, (in_h, in_w)))
+            t1 = time.perf_counter()
             heatmaps = self._run(batch)
+            t2 = time.perf_counter()
+            timings["crop"], timings["model"] = (t1 - t0) * 1000, (t2 - t1) * 1000
             _, hm_h, hm_w, k = heatmaps.shape
             coords, peak = decode_heatmaps(heatmaps, self.config.decode)
             # Heatmap coordinates go back through the affine built for the heatmap size, as the
@@ -92,6 +99,7 @@ class PoseEstimator:
                 scores = np.zeros((n, k), np.float32)
             keypoints[valid] = transform_points(coords, to_image)
             scores[valid] = peak
+            timings["decode"] = (time.perf_counter() - t2) * 1000
             if return_heatmaps:
                 heatmaps_all = np.zeros((n, hm_h, hm_w, k), np.float32)
                 heatmaps_all[valid] = heatmaps
@@ -100,5 +108,5 @@ class PoseEstimator:
             heatmaps_all = np.zeros((n, hm_h, hm_w, NUM_KEYPOINTS), np.float32)
         return PoseResult(
             keypoints=keypoints, scores=scores, heatmaps=heatmaps_all,
-            centers=centers.astype(np.float32), sizes=sizes.astype(np.float32), valid=valid,
+            centers=centers.astype(np.float32), sizes=sizes.astype(np.float32), valid=valid, timings_ms=timings,
         )

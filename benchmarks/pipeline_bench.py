@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-STAGES = ("read", "detect", "pose", "track", "smooth", "draw", "write")
+STAGES = ("read", "detect", "crop", "model", "decode", "track", "smooth", "draw", "write")
 
 
 def machine_info() -> dict:
@@ -89,7 +89,7 @@ def run_sequential(pipeline, video: str, frames: int, out_dir: Path, label: str)
             if frame is None:
                 break
             result = pipeline.process(frame.image)
-            for stage in ("detect", "pose", "track", "smooth"):
+            for stage in ("detect", "crop", "model", "decode", "track", "smooth"):
                 totals[stage] += result.timings_ms.get(stage, 0.0) / 1000
             t0 = time.perf_counter()
             canvas = render(frame.image, result, state, pipeline.kalman, 0.0, 0.3)

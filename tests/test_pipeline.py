@@ -133,8 +133,8 @@ def test_people_leaving_free_their_state():
         boxes = [person_box(20 + 40 * (k % 14), 100 + 20 * (k % 5)) for k in range(t // 10 - 2, t // 10 + 1) if k >= 0]
         place(detector, estimator, boxes)
         pipeline.process(FRAME)
-    assert len(pipeline._smoothers) <= 8
-    assert len(pipeline._tracker.active_ids()) <= 8
+    sizes = pipeline.state_size()
+    assert sizes["tracks"] <= 8 and sizes["smoothers"] <= 8
 
 
 def test_frame_size_change_starts_over():
