@@ -1,0 +1,257 @@
+"""The pose model alone, per person, for every runtime the product offers and the references beside them.
+
+    python -m benchmarks.model_bench --json out/model_bench.json
+    python -m benchmarks.model_bench --backend-info
+
+One process, one machine, one model (SimpleBaseline-R50 256 x 192 with random weights: the arithmetic,
+and so the time, does not depend on the values). At batch 1, 4 and 8 it times:
+  KerasRunner        product: Keras' compiled predict (app.runtime, chosen on a GPU)
+  OnnxRunner         product: ONNX Runtime over app.runtime's exported graph (chosen on a CPU)
+  onnxruntime default  reference: a default InferenceSession on the same graph
+  keras eager        reference: model(x), layer by layer
+and a float32 matrix-product peak (numpy matmul GFLOP/s) with the per-person floor it implies for
+the model's multiply-adds, counted from its layers. Each runtime is warmed up, then called in
+rounds, one call per runtime per round, so a load change on a shared CPU hits all of them alike;
+the table gives the median and the fastest call.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import app  # noqa: F401  (first: keeps triton out, see app/__init__.py)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from app.runtime import KerasRunner, OnnxRunner, export_onnx, physical_cores  # noqa: E402
+
+BATCH_SIZES = (1, 4, 8)
+
+
+def machine_info() -> dict:
+    """CPU model, cores and library versions: what a timing means nothing without."""
+    import onnxruntime
+
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {
+        "cpu": cpu if cpu != "unknown" else (platform.processor() or "unknown"),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    return info
+
+
+def backend_info() -> str:
+    """One line naming the Keras backend and the devices it sees."""
+    from app.runtime import gpu_visible
+
+    return (f"keras {keras.__version__} backend: {keras.backend.backend()}, "
+            f"GPU visible: {'yes' if gpu_visible() else 'no'}")
+
+
+def count_multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds of one forward pass for one image: convolutions and transposed convolutions.
+
+    Conv2D: output pixels x kernel area x input channels / groups x filters. Conv2DTranspose: every
+    input pixel scatters kernel area x filters products per input channel. BatchNorm, ReLU, Add and
+    pooling add under 1 % and are left out, as papers count FLOPs.
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            _, height, width, channels = layer.input.shape
+            kh, kw = layer.kernel_size
+            total += height * width * kh * kw * channels * layer.filters
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, height, width, _ = layer.output.shape
+            kh, kw = layer.kernel_size
+            channels = layer.input.shape[-1] // layer.groups
+            total += height * width * kh * kw * channels * layer.filters
+    return int(total)
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of numpy's matmul (the BLAS it ships) on size x size matrices: the machine's
+    practical peak for dense float32 arithmetic, on all the threads the BLAS uses."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    a @ b  # warm-up: threads start, pages fault in
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _eager(model: keras.Model):
+    def run(batch):
+        return keras.ops.convert_to_numpy(model(batch, training=False))
+
+    return run
+
+
+def _onnx_default_session(graph: bytes):
+    """ONNX Runtime as a user would call it with no tuning: default SessionOptions."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+    def run(batch):
+        return session.run([output_name], {input_name: batch})[0]
+
+    return run
+
+
+def time_rounds(runners: dict, batch: np.ndarray, warmup: int, repeats: int) -> dict:
+    """{name: [seconds per call]}: `warmup` untimed calls each, then `repeats` rounds of one call each."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(batch)
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(batch)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def run_model_bench(
+    model: keras.Model | None = None,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    repeats: int = 7,
+    warmup: int = 2,
+    threads: int | None = None,
+    eager: bool = True,
+    show: bool = True,
+) -> list[dict]:
+    """Time every runtime on `model` (default: SimpleBaseline-R50 256 x 192, random weights).
+
+    Returns one dict per (runtime, batch): runtime, offered (True for the product's runners), batch,
+    ms_per_batch and ms_per_person (medians), ms_per_person_min (fastest call), plus one "matmul peak" row with gflops and the implied
+    ms_per_person floor. threads: the OnnxRunner's intra-op threads (default: physical cores).
+    show: print the table.
+    """
+    if model is None:
+        from models.simple_baseline import build_simple_baseline
+
+        keras.utils.set_random_seed(0)
+        model = build_simple_baseline(depth=50, num_joints=17, input_size=(256, 192))
+    keras_runner = KerasRunner(model)
+    graph = export_onnx(model).SerializeToString()
+    onnx_runner = OnnxRunner(graph, threads=threads)
+    runners = {
+        f"KerasRunner ({keras_runner.name})": keras_runner,
+        f"OnnxRunner ({onnx_runner.threads} threads)": onnx_runner,
+        "onnxruntime default session": _onnx_default_session(graph),
+    }
+    if eager:
+        runners["keras eager model(x)"] = _eager(model)
+    offered = {name: name.startswith(("KerasRunner", "OnnxRunner")) for name in runners}
+
+    rows = []
+    rng = np.random.default_rng(0)
+    height, width = keras_runner.input_size
+    for batch_size in batch_sizes:
+        batch = rng.standard_normal((batch_size, height, width, 3)).astype(np.float32)
+        for name, times in time_rounds(runners, batch, warmup, repeats).items():
+            median = statistics.median(times)
+            rows.append({
+                "runtime": name, "offered": offered[name], "batch": batch_size,
+                "ms_per_batch": round(median * 1e3, 2), "ms_per_person": round(median * 1e3 / batch_size, 2),
+                # The fastest call is what the runtime does when nothing else competes for the cores:
+                # on a shared machine it moves far less than the median.
+                "ms_per_person_min": round(min(times) * 1e3 / batch_size, 2), "repeats": repeats,
+            })
+
+    multiply_adds = count_multiply_adds(model)
+    gflops = matmul_gflops()
+    rows.append({
+        "runtime": "matmul peak (numpy float32)", "offered": False, "batch": None,
+        "gflops": round(gflops, 1), "multiply_adds": multiply_adds,
+        "ms_per_person": round(2 * multiply_adds / (gflops * 1e9) * 1e3, 2),
+    })
+    if show:
+        print_table(rows, model.name)
+    return rows
+
+
+def print_table(rows: list[dict], model_name: str = "") -> None:
+    reference = {row["batch"]: row["ms_per_person"] for row in rows if row["runtime"] == "onnxruntime default session"}
+    print(f"\n{model_name}: ms per person (median), x = time / onnxruntime default session at that batch")
+    print(f"{'runtime':34s} {'product':>7s} {'batch':>5s} {'ms/batch':>9s} {'ms/person':>9s} {'x':>6s} "
+          f"{'min ms/person':>13s}")
+    for row in rows:
+        if row["batch"] is None:
+            continue
+        ratio = row["ms_per_person"] / reference[row["batch"]] if row["batch"] in reference else float("nan")
+        print(f"{row['runtime']:34s} {'yes' if row['offered'] else '':>7s} {row['batch']:5d} "
+              f"{row['ms_per_batch']:9.1f} {row['ms_per_person']:9.1f} {ratio:6.2f} {row['ms_per_person_min']:13.1f}")
+    for row in rows:
+        if row["batch"] is None:
+            print(f"{row['runtime']}: {row['gflops']:.1f} GFLOP/s -> floor {row['ms_per_person']:.1f} ms per "
+                  f"person for {row['multiply_adds'] / 1e9:.2f} G multiply-adds "
+                  f"({2 * row['multiply_adds'] / 1e9:.1f} GFLOP)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the rows and the machine record to this JSON file")
+    parser.add_argument("--batches", default=",".join(map(str, BATCH_SIZES)), help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="OnnxRunner intra-op threads (default: physical cores)")
+    parser.add_argument("--no-eager", action="store_true", help="skip model(x), the slowest reference")
+    parser.add_argument("--backend-info", action="store_true", help="print the Keras backend line and exit")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+
+    print(backend_info())
+    if args.backend_info:
+        return
+    info = machine_info()
+    print(f"machine: {info['cpu']}, {info['physical_cores']} physical / {info['logical_cores']} logical cores; "
+          f"keras {info['keras']} ({info['keras_backend']}), onnxruntime {info['onnxruntime']}, "
+          f"numpy {info['numpy']}; {info['date']}")
+    rows = run_model_bench(
+        batch_sizes=tuple(int(b) for b in args.batches.split(",")), repeats=args.repeats, warmup=args.warmup,
+        threads=args.threads, eager=not args.no_eager,
+    )
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"command": "python -m benchmarks.model_bench " + " ".join(argv), "machine": info, "rows": rows}
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
