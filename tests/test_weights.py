@@ -1,0 +1,323 @@
+"""Checkpoint conversion, loading and download, against a PyTorch reference and a local HTTP server."""
+
+import hashlib
+import http.server
+import json
+import os
+import socket
+import threading
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+from app import weights
+from app.errors import DownloadError, MissingWeightsError, WeightsError
+from torch_reference import randomized_pose_resnet, save_microsoft, save_mmpose
+
+PARITY_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return randomized_pose_resnet(depth=50, num_joints=17, seed=0)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Two normalised RGB crops, NHWC."""
+    return np.random.default_rng(1).standard_normal((2, 256, 192, 3)).astype(np.float32)
+
+
+def torch_heatmaps(model, batch: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(batch).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.fixture(scope="module")
+def expected(reference, batch):
+    heatmaps = torch_heatmaps(reference, batch)
+    # Heatmaps that barely vary in space would let a misplaced deconvolution pass the tolerance.
+    assert heatmaps.std(axis=(1, 2)).min() > 100 * PARITY_TOLERANCE
+    return heatmaps
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="module")
+def microsoft_checkpoint(reference, checkpoint_dir):
+    return save_microsoft(reference, checkpoint_dir / "pose_resnet_50_256x192.pth.tar")
+
+
+def assert_parity(weights_path, expected, batch):
+    model = weights.load_pose_model(weights_path)
+    heatmaps = keras.ops.convert_to_numpy(model(batch, training=False))
+    assert heatmaps.shape == expected.shape
+    assert np.abs(heatmaps - expected).max() <= PARITY_TOLERANCE
+    n, h, w, k = expected.shape
+    assert (heatmaps.reshape(n, h * w, k).argmax(1) == expected.reshape(n, h * w, k).argmax(1)).all()
+
+
+def converted_files(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+# --- parity ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def converted(microsoft_checkpoint, tmp_path_factory):
+    """The Microsoft checkpoint converted to its default destination, in a stand-in weights/."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights, "WEIGHTS_DIR", tmp_path_factory.mktemp("weights"))
+        return weights.convert(microsoft_checkpoint)
+
+
+def test_microsoft_checkpoint_converts_to_identical_heatmaps(converted, microsoft_checkpoint, expected, batch):
+    assert_parity(converted, expected, batch)
+    # Default destination: weights/<checkpoint stem>.weights.h5 and its JSON, no temp file left.
+    assert converted.name == "pose_resnet_50_256x192.weights.h5"
+    assert converted_files(converted.parent) == ["pose_resnet_50_256x192.json", converted.name]
+    info = json.loads(weights.sidecar_path(converted).read_text())
+    assert info["depth"] == 50 and info["num_joints"] == 17 and info["input_size"] == [256, 192]
+    assert info["layout"] == "microsoft"
+    assert info["source_sha256"] == hashlib.sha256(microsoft_checkpoint.read_bytes()).hexdigest()
+
+
+def test_no_path_loads_the_converted_model_in_weights_dir(converted, monkeypatch):
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", converted.parent)
+    assert weights.default_weights_path() == converted
+    assert weights.resolve_weights() == converted
+    assert weights.load_pose_model().get_layer("final_layer").kernel.shape == (1, 1, 256, 17)
+
+
+def test_dataparallel_module_prefix_is_stripped(reference, checkpoint_dir, expected, batch, tmp_path):
+    src = save_microsoft(reference, checkpoint_dir / "dataparallel.pth", module_prefix=True)
+    assert_parity(weights.convert(src, tmp_path / "dp.weights.h5"), expected, batch)
+
+
+def test_mmpose_checkpoint_converts_through_the_command_line(
+    reference, checkpoint_dir, expected, batch, tmp_path, capsys
+):
+    src = save_mmpose(reference, checkpoint_dir / "res50_coco_256x192-00000000_20200709.pth")
+    assert weights.main(["convert", str(src), str(tmp_path / "mm.weights.h5")]) == 0
+    assert "SimpleBaseline-R50, 17 joints, 256x192" in capsys.readouterr().out
+    assert json.loads((tmp_path / "mm.json").read_text())["layout"] == "mmpose"
+    assert_parity(tmp_path / "mm.weights.h5", expected, batch)
+
+
+# --- refusals ----------------------------------------------------------------------------------------
+
+class RunsCode:
+    """Unpickling this would call os.mkdir: proof of code execution if the marker appears."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_checkpoint_carrying_code_is_refused_without_running_it(reference, tmp_path):
+    marker = tmp_path / "code_ran"
+    src = tmp_path / "evil.pth"
+    torch.save({**reference.state_dict(), "payload": RunsCode(marker)}, src)
+    with pytest.raises(WeightsError, match="could run code"):
+        weights.convert(src, tmp_path / "out" / "evil.weights.h5")
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_checkpoint_is_refused(microsoft_checkpoint, tmp_path):
+    data = microsoft_checkpoint.read_bytes()
+    src = tmp_path / "cut.pth"
+    src.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated"):
+        weights.convert(src, tmp_path / "cut.weights.h5")
+    assert converted_files(tmp_path) == ["cut.pth"]
+
+
+def test_numpy_values_in_meta_are_data_not_code(reference, tmp_path):
+    # Training loops store a best score or a seed as numpy scalars in `meta`; those must still load.
+    src = tmp_path / "meta.pth"
+    meta = {"best_ap": np.float64(0.718), "seed": np.int64(0), "lr_steps": np.array([170, 200])}
+    torch.save({"meta": meta, "state_dict": reference.state_dict()}, src)
+    state, layout = weights.read_checkpoint(src)
+    assert layout == "microsoft"
+    assert weights.infer_architecture(state) == (50, 17)
+    np.testing.assert_array_equal(state["final_layer.bias"], reference.final_layer.bias.detach().numpy())
+
+
+def test_joint_count_other_than_asked_is_refused(microsoft_checkpoint, tmp_path, capsys):
+    code = weights.main(["convert", str(microsoft_checkpoint), str(tmp_path / "x.weights.h5"), "--joints", "5"])
+    assert code == WeightsError.exit_code
+    message = capsys.readouterr().err
+    assert "17 joints, not the 5" in message and message.count("\n") == 1
+    assert converted_files(tmp_path) == []
+
+
+def test_unmapped_and_missing_keys_are_listed(reference, tmp_path):
+    state = reference.state_dict()
+    state["extra_head.weight"] = torch.zeros(3)
+    del state["layer2.1.bn2.running_var"]
+    src = tmp_path / "odd.pth"
+    torch.save(state, src)
+    with pytest.raises(WeightsError) as error:
+        weights.convert(src, tmp_path / "odd.weights.h5")
+    assert "extra_head.weight" in str(error.value)
+    assert "layer2.1.bn2.running_var" in str(error.value)
+    assert converted_files(tmp_path) == ["odd.pth"]
+
+
+@pytest.mark.parametrize(
+    "keys, reason",
+    [
+        ({"backbone.conv1.weight": (64, 3, 3, 3), "backbone.stage2.0.weight": (8, 8, 1, 1)}, "not a SimpleBaseline"),
+        ({"layer1.0.conv1.weight": (64, 64, 3, 3), "layer1.0.conv2.weight": (64, 64, 3, 3),
+          "final_layer.weight": (17, 256, 1, 1)}, "basic blocks"),
+    ],
+    ids=["hrnet-like", "resnet18-like"],
+)
+def test_other_architectures_are_refused(keys, reason, tmp_path):
+    src = tmp_path / "other.pth"
+    torch.save({"state_dict": {key: torch.zeros(shape) for key, shape in keys.items()}}, src)
+    with pytest.raises(WeightsError, match=reason):
+        weights.convert(src, tmp_path / "other.weights.h5")
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+def test_weights_that_do_not_fit_their_description_raise_weights_error(converted, tmp_path):
+    wrong = tmp_path / "wrong.weights.h5"
+    wrong.write_bytes(converted.read_bytes())
+    info = json.loads(weights.sidecar_path(converted).read_text())
+    for field, value in (("num_joints", 5), ("depth", 101)):
+        weights.sidecar_path(wrong).write_text(json.dumps({**info, field: value}))
+        with pytest.raises(WeightsError, match="does not fit"):
+            weights.load_pose_model(wrong)
+
+
+def test_weights_without_sidecar_or_damaged_raise_weights_error(converted, tmp_path):
+    lone = tmp_path / "lone.weights.h5"
+    lone.write_bytes(converted.read_bytes())
+    with pytest.raises(WeightsError, match="lone.json is missing"):
+        weights.load_pose_model(lone)
+    weights.sidecar_path(lone).write_text(weights.sidecar_path(converted).read_text())
+    lone.write_bytes(b"not hdf5")
+    with pytest.raises(WeightsError):
+        weights.load_pose_model(lone)
+
+
+def test_missing_weights_name_both_commands(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    assert weights.default_weights_path() is None
+    for load in (weights.resolve_weights, weights.load_pose_model):
+        for path in (None, tmp_path / "absent.weights.h5"):
+            with pytest.raises(MissingWeightsError) as error:
+                load(path)
+            assert "python -m app.weights download" in str(error.value)
+            assert "python -m app.weights convert" in str(error.value)
+
+
+def test_default_weights_path_is_the_newest_with_a_sidecar(tmp_path):
+    for age, name in enumerate(["new", "old"]):
+        (tmp_path / f"{name}.weights.h5").write_bytes(b"x")
+        (tmp_path / f"{name}.json").write_text("{}")
+        os.utime(tmp_path / f"{name}.weights.h5", (1e9 - age, 1e9 - age))
+    (tmp_path / "no_sidecar.weights.h5").write_bytes(b"x")
+    assert weights.default_weights_path(tmp_path) == tmp_path / "new.weights.h5"
+
+
+def test_names_give_stem_and_input_size():
+    assert weights.checkpoint_stem(weights.Path("pose_resnet_50_384x288.pth.tar")) == "pose_resnet_50_384x288"
+    assert weights.input_size_from_name("res152_coco_384x288-3860d4c9_20200709.pth") == (384, 288)
+    assert weights.input_size_from_name("model_final.pth") is None
+    assert weights.expected_sha256_prefix(weights.MODEL_ZOO["res50_coco_256x192"].url) == "ec54d7f3"
+
+
+# --- download ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def server():
+    """A local HTTP server: routes maps a path to (body, Content-Length to announce)."""
+    routes = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path not in routes:
+                self.send_error(404)
+                return
+            body, length = routes[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(body)  # fewer bytes than announced when a test cuts it short
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", routes
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_verifies_then_converts(server, checkpoint_dir, tmp_path):
+    # A 5-joint model, so this also covers converting another joint count than COCO's 17.
+    reference = randomized_pose_resnet(depth=50, num_joints=5, seed=3)
+    data = save_mmpose(reference, checkpoint_dir / "five_joints.pth").read_bytes()
+    base, routes = server
+    name = f"res50_test_256x192-{hashlib.sha256(data).hexdigest()[:8]}_20240101.pth"
+    routes[f"/{name}"] = (data, len(data))
+
+    out = weights.download_url(f"{base}/{name}", tmp_path)
+
+    stem = name.removesuffix(".pth")
+    assert out == tmp_path / f"{stem}.weights.h5"
+    assert converted_files(tmp_path) == sorted([name, f"{stem}.json", f"{stem}.weights.h5"])
+    assert (tmp_path / name).read_bytes() == data
+    info = weights.read_sidecar(out)
+    assert info["source"] == f"{base}/{name}" and info["num_joints"] == 5
+    batch = np.random.default_rng(2).standard_normal((1, 256, 192, 3)).astype(np.float32)
+    assert_parity(out, torch_heatmaps(reference, batch), batch)
+
+
+def test_download_with_wrong_checksum_leaves_nothing(server, tmp_path):
+    base, routes = server
+    zoo_name = weights.MODEL_ZOO["res50_coco_256x192"].url.rsplit("/", 1)[1]
+    routes[f"/{zoo_name}"] = (b"not the published checkpoint", 28)
+    with pytest.raises(DownloadError, match="ec54d7f3"):
+        weights.download("res50_coco_256x192", tmp_path, base_url=base)
+    assert converted_files(tmp_path) == []
+
+
+def test_download_cut_short_leaves_nothing(server, tmp_path):
+    base, routes = server
+    body = b"x" * 5000
+    routes["/short-0123abcd_1.pth"] = (body, len(body) + 10_000)
+    with pytest.raises(DownloadError, match="5000 of 15000 bytes"):
+        weights.fetch(f"{base}/short-0123abcd_1.pth", tmp_path)
+    assert converted_files(tmp_path) == []
+
+
+def test_missing_file_on_server_is_a_download_error(server, tmp_path):
+    base, _ = server
+    with pytest.raises(DownloadError, match="404"):
+        weights.fetch(f"{base}/gone-0123abcd_1.pth", tmp_path)
+    assert converted_files(tmp_path) == []
+
+
+def test_offline_fails_at_once_with_the_manual_route(tmp_path, capsys):
+    with socket.socket() as probe:  # a port nobody listens on: bound, then released
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = weights.main(["download", "--url", f"http://127.0.0.1:{port}", "--dir", str(tmp_path), "--timeout", "3"])
+    assert code == DownloadError.exit_code
+    message = capsys.readouterr().err
+    assert "python -m app.weights convert" in message and message.count("\n") == 1
+    assert converted_files(tmp_path) == []
