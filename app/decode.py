@@ -119,7 +119,12 @@ def _dark_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -
     # offset = -H^-1 g, with H^-1 = [[dyy, -dxy], [-dxy, dxx]] / det
     off_x = -(dyy * dx - dxy * dy) / safe_det
     off_y = -(dxx * dy - dxy * dx) / safe_det
-    offsets = np.stack([off_x, off_y], axis=-1) * stepped[..., None]
+    offsets = np.stack([off_x, off_y], axis=-1)
+    # A Gaussian's step from its argmax is under a pixel on each axis. A longer one means the
+    # quadratic model does not hold there (noise, two peaks side by side, a nearly flat top), and
+    # the step can land tens of pixels off the map: no step then.
+    stepped &= (np.abs(offsets) <= 1.0).all(axis=-1)
+    offsets = offsets * stepped[..., None]
     return offsets.astype(np.float32), stepped
 
 

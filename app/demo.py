@@ -136,7 +136,7 @@ def _reader(source, frames: queue.Queue, stop: threading.Event, live: bool) -> N
                             pass
             if stop.is_set():
                 return
-    except Exception as error:  # handed to the main thread, which closes the outputs and reports it
+    except BaseException as error:  # handed to the main thread (KeyboardInterrupt too), which closes the outputs
         frames.put(error)
         return
     frames.put(_END)
@@ -151,7 +151,7 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
                 item = frames.get(timeout=0.1)
             except queue.Empty:
                 continue
-            if item is _END or isinstance(item, Exception):
+            if item is _END or isinstance(item, BaseException):
                 results.put(item)
                 return
             if independent:
@@ -163,7 +163,7 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
                     break
                 except queue.Full:
                     pass
-    except Exception as error:
+    except BaseException as error:  # a thread that dies silently would leave the main thread waiting forever
         results.put(error)
 
 
@@ -213,7 +213,7 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool) -> int
                 continue
             if item is _END:
                 break
-            if isinstance(item, Exception):
+            if isinstance(item, BaseException):
                 raise item
             frame, result = item
             now = time.perf_counter()

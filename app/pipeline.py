@@ -77,8 +77,8 @@ class PosePipeline:
         self._frame_shape: tuple[int, ...] | None = None
 
     def reset(self) -> None:
-        """Forget every track (a new scene, or a frame size change)."""
-        self._tracker = IouTracker(self.config.tracker)
+        """Forget every track (a new scene, or a frame size change); ids continue, never reused."""
+        self._tracker.reset()
         self._smoothers.clear()
         self._next_boxes = np.zeros((0, 4), np.float32)
         self._next_scores = np.zeros((0,), np.float32)
