@@ -27,7 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="converted SimpleBaseline weights (.weights.h5); default: the one in weights/")
     parser.add_argument("--detector", default="yolov8n.pt",
                         help="any detector file Ultralytics loads (.pt, .onnx, .tflite, ...)")
-    parser.add_argument("--detector-conf", type=float, default=0.3, help="person detection confidence")
+    parser.add_argument("--detector-conf", type=float, default=0.1,
+                        help="lowest detection confidence kept; only boxes above 0.5 start a new person")
     parser.add_argument("--detector-size", type=int, default=640, help="detector input size in pixels")
     parser.add_argument("--detect-every", type=int, default=8,
                         help="run the detector every N frames, tracking by keypoints in between (1 = always)")
@@ -70,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     # Cheap checks first, so a typo fails in a second rather than after loading two models.
     from app.demo import DemoOptions, check_outputs, display_available, run
     from app.pipeline import PipelineConfig
-    from app.weights import resolve_weights
+    from app.weights import read_sidecar, resolve_weights
 
     pipeline_config = PipelineConfig(detect_every=args.detect_every, kalman=args.kalman)
     options = DemoOptions(
@@ -81,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         pipeline=pipeline_config,
     )
     weights = resolve_weights(args.weights)  # MissingWeightsError (exit 2) names the two ways to get them
+    if read_sidecar(weights).get("trained") is False:
+        print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing", file=sys.stderr)
     check_outputs(options)
     show = not args.headless and display_available()
     if not args.headless and not show:

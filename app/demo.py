@@ -40,7 +40,7 @@ class DemoOptions:
     source: str = "0"
     weights: str | None = None
     detector: str = "yolov8n.pt"
-    detector_conf: float = 0.3
+    detector_conf: float = 0.1
     detector_imgsz: int = 640
     runtime: str = "auto"
     output: str | None = None

@@ -53,11 +53,17 @@ class DetectorConfig:
     threads: torch intra-op threads to keep after Ultralytics changes them; None keeps the caller's."""
 
     model: str = "yolov8n.pt"
-    conf: float = 0.3
+    # Low on purpose: weak boxes keep a tracked person alive through a hard pose, and the tracker
+    # lets only boxes above its min_new_score (0.5) start a new person (ByteTrack's two thresholds).
+    conf: float = 0.1
     iou: float = 0.5
     imgsz: int = 640
     device: str = "cpu"
     max_det: int = 100
+    # A second box on the same person (often just the upper body) survives IoU-NMS because half a
+    # box has IoU about 0.5 with the whole; drop a box lying this much inside a higher-scoring box of
+    # nearly the same width (a person partly behind another has a different width and stays).
+    nested_overlap: float = 0.85
     threads: int | None = None
 
 
@@ -169,7 +175,32 @@ class PersonDetector:
         finally:
             self._restore_threads()
         boxes = result.boxes
-        return (boxes.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4),
-                boxes.conf.cpu().numpy().astype(np.float32).reshape(-1))
+        xyxy = boxes.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4)
+        scores = boxes.conf.cpu().numpy().astype(np.float32).reshape(-1)
+        return suppress_nested(xyxy, scores, cfg.nested_overlap)
 
     __call__ = detect
+
+
+def suppress_nested(boxes: np.ndarray, scores: np.ndarray, overlap: float,
+                    width_ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Merges boxes that are one person: when `overlap` of a box's area lies inside another box whose
+    width is within `width_ratio` of its own, the smaller one (usually an upper body) goes and the
+    larger (the whole person, which the pose crop needs) keeps the higher of the two scores.
+
+    boxes: (N, 4) xyxy; scores: (N,). Returns (boxes (M, 4), scores (M,)), highest score first.
+    Pure numpy: Ultralytics' NMS only knows IoU.
+    """
+    widths = np.clip(boxes[:, 2] - boxes[:, 0], 0, None)
+    areas = widths * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    inter_w = np.clip(np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0]), 0, None)
+    inter_h = np.clip(np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1]), 0, None)
+    inside = inter_w * inter_h / np.maximum(areas[:, None], 1e-6)  # [i, j]: share of box i inside box j
+    similar = np.minimum(widths[:, None], widths[None, :]) >= width_ratio * np.maximum(widths[:, None], widths[None, :])
+    nested = (inside >= overlap) & similar & (areas[:, None] < areas[None, :])  # i is a part of larger j
+    scores = scores.copy()
+    for i, j in zip(*np.nonzero(nested)):
+        scores[j] = max(scores[j], scores[i])
+    keep = ~nested.any(axis=1)
+    order = np.argsort(-scores[keep], kind="stable")
+    return boxes[keep][order], scores[keep][order]

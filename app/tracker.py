@@ -22,10 +22,16 @@ REFUSED = -1  # the id given to a box that cannot be tracked (not finite, or no 
 @dataclass
 class TrackerConfig:
     iou_threshold: float = 0.3  # a box and a track with less overlap than this are never paired
-    # Frames an unmatched track survives: about half a second at 25 fps bridges a missed detection
-    # or a short occlusion, and is short enough that a stale box does not capture a newcomer.
-    max_missed: int = 12
-    min_new_score: float = 0.0  # boxes scoring less may keep an existing track but never start one
+    # Frames an unmatched track survives (DeepSORT keeps 70, ByteTrack 30 at 30 fps): long enough
+    # to bridge a detector that loses a person through a hard move (the int8 YOLOv8n loses the
+    # dancer for 45 frames in a crouch) or an occlusion. A lost track is not drawn and costs a few
+    # numbers; its box stops moving after `max_extrapolate` frames and waits where it was lost.
+    max_missed: int = 60
+    max_extrapolate: int = 5  # frames a lost track's box keeps moving with its velocity
+    # As ByteTrack: weak boxes (the detector runs at a low confidence) may keep an existing track
+    # alive but never start one (ByteTrack starts tracks at 0.6), so a person the detector
+    # half-loses keeps their id without weak false positives becoming people.
+    min_new_score: float = 0.5
     # Weight of the newest displacement in the velocity estimate: detector boxes jitter by a few
     # pixels, so a single frame's displacement alone would make the predicted box wander.
     velocity_weight: float = 0.5
@@ -40,8 +46,10 @@ class _Track:
     hits: int = 1  # frames matched so far
     score: float = 0.0  # score of the last matched box
 
-    def predicted_box(self) -> np.ndarray:
-        return self.box + self.velocity * (self.missed + 1)
+    def predicted_box(self, max_extrapolate: int) -> np.ndarray:
+        # Velocity is only a guide for a few frames; beyond that a lost box that kept moving would
+        # wander off the place where its person is most likely to reappear.
+        return self.box + self.velocity * min(self.missed + 1, max_extrapolate)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,7 +97,7 @@ class IouTracker:
 
         matched_tracks: set[int] = set()
         if len(candidates) and self._tracks:
-            predicted = np.stack([track.predicted_box() for track in self._tracks])
+            predicted = np.stack([track.predicted_box(self.config.max_extrapolate) for track in self._tracks])
             iou = box_iou(boxes[candidates], predicted)
             rows, cols = linear_sum_assignment(iou, maximize=True)
             for row, col in zip(rows, cols):

@@ -145,3 +145,16 @@ def test_network_reachable_sees_an_open_and_a_closed_port():
         port = server.getsockname()[1]
         assert network_reachable(("127.0.0.1", port), timeout_s=2.0)
     assert not network_reachable(("127.0.0.1", port), timeout_s=2.0)  # closed now: refused
+
+
+def test_an_upper_body_box_inside_the_whole_person_is_merged_into_it():
+    from app.detector import suppress_nested
+
+    whole = [129, 119, 392, 482]
+    upper = [131, 116, 389, 303]  # the same person's upper body, scored higher (seen on dancer.avi)
+    beside = [400, 100, 480, 300]  # someone else
+    behind = [200, 150, 260, 300]  # a narrower person inside the first box: another person, kept
+    boxes = np.array([upper, whole, beside, behind], np.float32)
+    kept, scores = suppress_nested(boxes, np.array([0.53, 0.36, 0.9, 0.4], np.float32), overlap=0.85)
+    np.testing.assert_array_equal(kept, np.array([beside, whole, behind], np.float32))
+    np.testing.assert_allclose(scores, [0.9, 0.53, 0.4])  # the whole person inherits the higher score

@@ -224,7 +224,8 @@ tracker_boxes = st.one_of(
 @FAST
 @given(frames=st.lists(tracker_boxes, min_size=1, max_size=10), max_missed=st.integers(0, 3), data=st.data())
 def test_tracker_refuses_bad_boxes_and_keeps_ids_unique_and_never_reused(frames, max_missed, data):
-    tracker = IouTracker(TrackerConfig(max_missed=max_missed))
+    # min_new_score 0: every usable box then gets an id (tests/test_tracker.py covers the threshold).
+    tracker = IouTracker(TrackerConfig(max_missed=max_missed, min_new_score=0.0))
     dropped_so_far: set[int] = set()
     largest = 0
     for boxes in frames:
