@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,9 +170,13 @@ class PersonDetector:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         cfg = self.config
         try:
-            result = self._model.predict(frame_bgr, classes=[PERSON_CLASS], conf=cfg.conf, iou=cfg.iou,
-                                         imgsz=cfg.imgsz, device=cfg.device, max_det=cfg.max_det,
-                                         verbose=False)[0]
+            with warnings.catch_warnings():
+                # torch's CUDA wheels warn on every machine without an NVIDIA driver when Ultralytics
+                # asks whether CUDA is there; on a CPU that is the expected answer, not a problem.
+                warnings.filterwarnings("ignore", message="CUDA initialization", category=UserWarning)
+                result = self._model.predict(frame_bgr, classes=[PERSON_CLASS], conf=cfg.conf, iou=cfg.iou,
+                                             imgsz=cfg.imgsz, device=cfg.device, max_det=cfg.max_det,
+                                             verbose=False)[0]
         finally:
             self._restore_threads()
         boxes = result.boxes

@@ -9,8 +9,10 @@ Variants, each over the same frames of the same video, in one process:
   product     the product as run_demo runs it: the same stages overlapped in three threads
 
 Without --weights the pose model has random weights: the timings are real (the arithmetic does not
-depend on the values) but the keypoints are not, so the detector schedule cannot rely on keypoint
-confidence; it runs every --detect-every frames. Detector calls per frame are printed for each run.
+depend on the values) but the keypoints are not, so the detector schedule cannot rely on them: the
+detector runs every --detect-every frames and a person keeps their box in between (CarryBoxPipeline).
+Detector calls per frame are printed for each run; benchmarks/detect_schedule.py measures the real
+schedule's recall with a real keypoint model.
 """
 
 import argparse
@@ -66,7 +68,18 @@ def build_pipeline(model, runtime: str, detector_path: str, detect_every: int, m
     config = PipelineConfig(detect_every=detect_every)
     if not trained:
         config.min_track_score = 0.0  # random weights' confidences mean nothing (module docstring)
+        return CarryBoxPipeline(detector, PoseEstimator(runner, PoseConfig()), config), runner
     return PosePipeline(detector, PoseEstimator(runner, PoseConfig()), config), runner
+
+
+class CarryBoxPipeline(PosePipeline):
+    """For random weights only: between detections each person keeps their last box, because boxes
+    derived from meaningless keypoints would be empty. Deriving a box costs microseconds, so the
+    timings are those of the product; the boxes are not."""
+
+    def _derive_next_boxes(self, people, shape):
+        self._next_boxes = np.array([p.box for p in people], np.float32).reshape(-1, 4)
+        self._next_scores = np.array([p.box_score for p in people], np.float32)
 
 
 def run_sequential(pipeline, video: str, frames: int, out_dir: Path, label: str) -> dict:
