@@ -121,12 +121,18 @@ class PersonDetector:
             np.set_printoptions(**print_options)
         path = self._check_model(config.model, known_names)
         self._set_litert_threads(config.threads or os.cpu_count() or 1)
+        from ultralytics.utils import LOGGER
+
+        level = LOGGER.level
+        LOGGER.setLevel(logging.WARNING)  # "Loading x for LiteRT inference..." ignores verbose=False
         try:
             self._model = YOLO(path, task="detect", verbose=False)
             self.detect(np.zeros((64, 64, 3), np.uint8))  # loads the backend; surfaces bad files now
         except Exception as error:
             raise DetectorError(f"Ultralytics cannot read detector {config.model} ({_first_line(error)}); "
                                 "pass --detector PATH to a YOLO .pt, .onnx or .tflite file") from error
+        finally:
+            LOGGER.setLevel(level)
         names = getattr(self._model, "names", None) or {}
         if names.get(PERSON_CLASS, "person") != "person":
             log.warning("detector %s calls class 0 %r, not 'person'; its boxes may not be people",

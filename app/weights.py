@@ -14,6 +14,8 @@ Checkpoints come in two layouts, both mapped key by key onto models/simple_basel
   'keypoint_head.final_layer.*'}, 'meta': ...}.
 """
 
+from __future__ import annotations
+
 import argparse
 import hashlib
 import json
@@ -31,13 +33,12 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
 
-import keras
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from app.errors import EXIT_INTERRUPTED, DownloadError, MissingWeightsError, PoseError, WeightsError
-from models.simple_baseline import BLOCKS_PER_STAGE, build_simple_baseline, torch_module_name
+# keras, torch and the model are imported where they are used: finding the weights file (what
+# run_demo checks first) then needs neither TensorFlow nor torch, and fails or passes in a blink.
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_INPUT_SIZE = (256, 192)
@@ -100,6 +101,8 @@ _NUMPY_DATA_GLOBALS = (
 
 def _load_pickle(path: Path) -> object:
     """torch.load with weights_only=True: tensors and plain containers only, never code."""
+    import torch
+
     try:
         with torch.serialization.safe_globals(_NUMPY_DATA_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -121,6 +124,8 @@ def _first_line(error: BaseException) -> str:
 
 def _unsafe_globals(path: Path) -> str:
     """The classes/functions a refused pickle asks for, for the error message."""
+    import torch
+
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # the legacy (non-zip) format cannot be listed; the refusal stands either way
@@ -133,6 +138,8 @@ def normalize_state_dict(checkpoint: object, source: str = "checkpoint") -> tupl
 
     Drops the `module.` DataParallel prefix and BatchNorm's num_batches_tracked (a training counter).
     """
+    import torch
+
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state:
         raise WeightsError(f"{source} holds no state_dict; expected a SimpleBaseline (PoseResNet) checkpoint")
@@ -167,6 +174,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
 
 def infer_architecture(state: dict[str, np.ndarray], source: str = "checkpoint") -> tuple[int, int]:
     """(depth, num_joints) of a Microsoft-layout state: blocks per stage, final layer's outputs."""
+    from models.simple_baseline import BLOCKS_PER_STAGE
+
     if "layer1.0.conv1.weight" not in state or "final_layer.weight" not in state:
         raise WeightsError(
             f"{source} is not a SimpleBaseline ResNet checkpoint (no layer1.0.conv1 / final_layer); "
@@ -199,6 +208,10 @@ def _conv_kernel(weight: np.ndarray) -> np.ndarray:
 
 def _layer_sources(layer: keras.layers.Layer) -> list[tuple[keras.Variable, str, object]]:
     """(Keras variable, torch key, layout fix) for each weight of one layer."""
+    import keras
+
+    from models.simple_baseline import torch_module_name
+
     name = torch_module_name(layer.name)
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
         sources = [(layer.kernel, f"{name}.weight", _conv_kernel)]
@@ -316,6 +329,8 @@ def convert(
     Keras input). num_joints, when given, must match the checkpoint. source is what the sidecar
     records as the origin (a URL for downloads), the path by default. Returns dst.
     """
+    from models.simple_baseline import build_simple_baseline
+
     src = Path(src)
     dst = Path(dst) if dst is not None else WEIGHTS_DIR / (checkpoint_stem(src) + KERAS_SUFFIX)
     if not dst.name.endswith(KERAS_SUFFIX):
@@ -396,6 +411,8 @@ def load_pose_model(path: str | Path | None = None) -> keras.Model:
     means the newest converted model in weights/. Raises MissingWeightsError when there is none,
     WeightsError when the file does not fit its description.
     """
+    from models.simple_baseline import build_simple_baseline
+
     path = resolve_weights(path)
     info = read_sidecar(path)
     model = build_simple_baseline(info["depth"], info["num_joints"], info["input_size"])

@@ -6,9 +6,10 @@ from benchmarks.soak import soak
 
 def test_soak_memory_and_tables_stay_bounded(tmp_path):
     report = soak(frames=1500, warmup=500, max_people=4, out_dir=tmp_path)
-    # Each person on screen has one track and one smoother; tracks that left linger max_missed frames.
-    assert report["max_tracks"] <= report["max_people"] + 2
-    assert report["max_smoothers"] <= report["max_people"] + 2
+    # One track and one smoother per person on screen, plus those who left within the tracker's
+    # max_missed (60) frames: a walker needs over 120 frames to cross, so at most one per lane.
+    assert report["max_tracks"] <= 2 * report["max_people"]
+    assert report["max_smoothers"] <= 2 * report["max_people"]
     # A leak of even 1 KB per frame would show as 1 MB per 1000 frames.
     assert report["rss_slope_mb_per_1000_frames"] < 1.0, report["rss_samples"]
     assert report["detector_calls_per_frame"] < 1.0
