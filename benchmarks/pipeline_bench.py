@@ -31,6 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from app.pipeline import PipelineConfig, PosePipeline  # noqa: E402
+
 STAGES = ("read", "detect", "crop", "model", "decode", "track", "smooth", "draw", "write")
 
 
@@ -59,7 +61,6 @@ def machine_info() -> dict:
 def build_pipeline(model, runtime: str, detector_path: str, detect_every: int, max_det: int, imgsz: int,
                    trained: bool):
     from app.detector import DetectorConfig, PersonDetector
-    from app.pipeline import PipelineConfig, PosePipeline
     from app.pose import PoseConfig, PoseEstimator
     from app.runtime import runner_from_model
 
@@ -90,7 +91,7 @@ def run_sequential(pipeline, video: str, frames: int, out_dir: Path, label: str)
 
     totals = dict.fromkeys(STAGES, 0.0)
     state = ViewState()
-    count = 0
+    count = people = 0
     with open_source(video) as source:
         output = VideoOutput(out_dir / f"{label}.avi", fps=source.fps or 25.0)
         iterator = iter(source)
@@ -102,6 +103,7 @@ def run_sequential(pipeline, video: str, frames: int, out_dir: Path, label: str)
             if frame is None:
                 break
             result = pipeline.process(frame.image)
+            people += len(result.people)
             for stage in ("detect", "crop", "model", "decode", "track", "smooth"):
                 totals[stage] += result.timings_ms.get(stage, 0.0) / 1000
             t0 = time.perf_counter()
@@ -114,7 +116,8 @@ def run_sequential(pipeline, video: str, frames: int, out_dir: Path, label: str)
         elapsed = time.perf_counter() - start
         output.close()
     row = {f"{stage}_ms": 1000 * totals[stage] / max(count, 1) for stage in STAGES}
-    row.update(variant=label, frames=count, fps=count / elapsed, detector_calls_per_frame=pipeline.detector_calls / max(count, 1))
+    row.update(variant=label, frames=count, fps=count / elapsed, people_per_frame=people / max(count, 1),
+               detector_calls_per_frame=pipeline.detector_calls / max(count, 1))
     return row
 
 
@@ -196,7 +199,7 @@ def main(argv=None) -> None:
             rows[-1]["runtime"] = getattr(runner, "name", "?")
     print(f"\n{Path(args.video).name}, {args.frames} frames, max {args.max_det} people, detector every "
           f"{args.detect_every} frames (plain: every frame)")
-    print_table(rows, ["variant", "runtime", "frames", "fps", "detector_calls_per_frame"]
+    print_table(rows, ["variant", "runtime", "frames", "fps", "people_per_frame", "detector_calls_per_frame"]
                 + [f"{s}_ms" for s in STAGES])
     base = next((r["fps"] for r in rows if r["variant"] == "plain"), None)
     if base:
