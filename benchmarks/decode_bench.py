@@ -13,11 +13,10 @@ not fit); the product's "dark" falls back to the quarter shift there.
 
 import argparse
 import os
-import platform
 import time
-from pathlib import Path
 
 import app  # noqa: F401  (first: keeps triton out, see app/__init__.py)
+from benchmarks.machine import cpu_model  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -61,16 +60,6 @@ def seconds_per_person(decode, heatmaps: np.ndarray, batch: int, repeats: int) -
     return best / len(heatmaps)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=int, default=512)
@@ -87,7 +76,7 @@ def main(argv=None) -> None:
     clean = render(points)
     noisy = (clean + rng.normal(0, args.noise, clean.shape)).astype(np.float32)
 
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; numpy {np.__version__}, opencv {cv2.__version__}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; numpy {np.__version__}, opencv {cv2.__version__}")
     print(f"{args.people} people x {K} joints, {H}x{W} heatmaps, sigma 2; {interior.mean():.0%} of centres "
           f">= 3 px from the border; noise std {args.noise}; batches of {args.batch}, best of {args.repeats}")
     print()

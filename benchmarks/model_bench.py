@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import app  # noqa: F401  (first: keeps triton out, see app/__init__.py)
+from benchmarks.machine import cpu_model  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -41,15 +42,8 @@ def machine_info() -> dict:
     """CPU model, cores and library versions: what a timing means nothing without."""
     import onnxruntime
 
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     info = {
-        "cpu": cpu if cpu != "unknown" else (platform.processor() or "unknown"),
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "physical_cores": physical_cores(),
         "python": platform.python_version(),

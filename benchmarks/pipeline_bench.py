@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import app  # noqa: F401  (first: keeps triton out, see app/__init__.py)
+from benchmarks.machine import cpu_model  # noqa: E402
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,14 +38,7 @@ STAGES = ("read", "detect", "crop", "model", "decode", "track", "smooth", "draw"
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import cv2
     import keras
     import onnxruntime

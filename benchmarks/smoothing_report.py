@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import app  # noqa: F401  (first: keeps triton out of any process that imports torch later)
+from benchmarks.machine import cpu_model  # noqa: E402
 
 import filterpy  # noqa: E402
 import numpy as np  # noqa: E402
@@ -148,15 +149,7 @@ class PerJointKalman:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
             f"{platform.python_version()}, numpy {np.__version__}, filterpy {filterpy.__version__}")
 
 
