@@ -72,7 +72,7 @@ class CarryBoxPipeline(PosePipeline):
     derived from meaningless keypoints would be empty. Deriving a box costs microseconds, so the
     timings are those of the product; the boxes are not."""
 
-    def _derive_next_boxes(self, people, shape):
+    def _derive_next_boxes(self, people, shape, detected):
         self._next_boxes = np.array([p.box for p in people], np.float32).reshape(-1, 4)
         self._next_scores = np.array([p.box_score for p in people], np.float32)
 
