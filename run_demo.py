@@ -17,7 +17,7 @@ import sys
 os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics must not phone home from a demo
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter (cuInit on a CPU) is no error of ours
 
-from app.errors import EXIT_INTERRUPTED, PoseError  # noqa: E402  (after the environment above)
+from app.errors import run_command  # noqa: E402  (after the environment above)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,20 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        return _run(args)
-    except PoseError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: outputs closed", file=sys.stderr)
-        # The outputs are closed (app.demo.run's finally); what is left is the interpreter tearing
-        # down TensorFlow, torch and ONNX Runtime, which takes over a second. Ctrl-C means now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+    return run_command(lambda: _run(args), args.debug, hard_exit_on_interrupt=True)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,8 +1,12 @@
 """Errors a user can meet, each with one clear line and its own exit status.
 
-`run_demo.py` and the `python -m app.*` commands catch `PoseError`, print its message on one
-line and exit with its `exit_code`; `--debug` shows the traceback instead.
+`run_demo.py` and the `python -m app.*` commands run their body through `run_command`, which
+prints a `PoseError` as one line and returns its `exit_code`; `--debug` shows the traceback instead.
 """
+
+import os
+import sys
+from typing import Callable
 
 
 class PoseError(Exception):
@@ -54,3 +58,29 @@ class DownloadError(PoseError):
 
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT.
+
+
+def run_command(body: Callable[[], int], debug: bool, *, hard_exit_on_interrupt: bool = False) -> int:
+    """body() -> its exit status; a PoseError -> `error: <line>` on stderr and its exit_code.
+
+    Ctrl-C -> "interrupted" and EXIT_INTERRUPTED. debug: re-raise either, so the traceback shows.
+    hard_exit_on_interrupt: leave through os._exit once body has unwound (its finally blocks have
+    closed the outputs); the interpreter's own teardown of TensorFlow, torch and ONNX Runtime takes
+    over a second, and Ctrl-C means now.
+    """
+    try:
+        return body()
+    except PoseError as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: outputs closed" if hard_exit_on_interrupt else "interrupted", file=sys.stderr)
+        if hard_exit_on_interrupt:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED

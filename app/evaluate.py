@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from app.errors import EXIT_INTERRUPTED, OutputError, PoseError, SourceError
+from app.errors import OutputError, SourceError, run_command
 from app.outputs import check_output_path
 from app.pose import PoseConfig, PoseEstimator
 from app.skeleton import OKS_SIGMAS
@@ -319,20 +319,15 @@ def run(args: argparse.Namespace, estimator, inputs=None) -> dict[str, float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        inputs = check_inputs(args)
-        from app.runtime import load_runner  # lazily: it imports TensorFlow / ONNX Runtime
+    return run_command(lambda: _main(args), args.debug)
 
-        estimator = PoseEstimator(load_runner(args.weights, runtime=args.runtime), pose_config(args))
-        run(args, estimator, inputs)
-    except PoseError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+
+def _main(args: argparse.Namespace) -> int:
+    inputs = check_inputs(args)
+    from app.runtime import load_runner  # lazily: it imports TensorFlow / ONNX Runtime
+
+    estimator = PoseEstimator(load_runner(args.weights, runtime=args.runtime), pose_config(args))
+    run(args, estimator, inputs)
     return 0
 
 

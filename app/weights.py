@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from app.errors import EXIT_INTERRUPTED, DownloadError, MissingWeightsError, PoseError, WeightsError
+from app.errors import DownloadError, MissingWeightsError, WeightsError, run_command
 # keras, torch and the model are imported where they are used: finding the weights file (what
 # run_demo checks first) then needs neither TensorFlow nor torch, and fails or passes in a blink.
 
@@ -579,21 +579,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "convert":
-            path = convert(args.src, args.dst, input_size=args.input_size, num_joints=args.joints)
-        else:
-            path = download(args.name, args.dir, base_url=args.url, timeout=args.timeout)
-    except PoseError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command(lambda: _main(args), args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.command == "convert":
+        path = convert(args.src, args.dst, input_size=args.input_size, num_joints=args.joints)
+    else:
+        path = download(args.name, args.dir, base_url=args.url, timeout=args.timeout)
     info = read_sidecar(path)
     height, width = info["input_size"]
     print(f"wrote {path} (SimpleBaseline-R{info['depth']}, {info['num_joints']} joints, {height}x{width})")
