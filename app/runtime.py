@@ -122,14 +122,22 @@ class OnnxRunner:
     physical_cores(). Graph optimisation ALL lets ONNX Runtime fuse Conv+Add+Relu and switch the
     convolutions to its blocked (NCHWc) layout; sequential execution because the graph is a chain,
     so parallel branches would only add scheduling.
+
+    spinning: whether the worker threads busy-wait for work after a call (ONNX Runtime's default).
+    Off by default: between model calls the demo runs its reader, detector, drawing and writing
+    threads on the same cores, and an idle pool that spins competes with them and with any other
+    session in the process (two spinning sessions called in turn took 114-126 ms a call instead of
+    68). Alone, a call takes the same time either way; end to end on dancer.avi the two measured
+    within noise of each other (`benchmarks/pipeline_bench.py --variants product,product-spinning`).
     """
 
-    def __init__(self, onnx_model: str | Path | bytes, threads: int | None = None):
+    def __init__(self, onnx_model: str | Path | bytes, threads: int | None = None, spinning: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         source = str(onnx_model) if isinstance(onnx_model, Path) else onnx_model
@@ -142,6 +150,7 @@ class OnnxRunner:
         self.input_size, self.heatmap_size, self.num_joints = (height, width), (out_h, out_w), joints
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.name = "onnxruntime-cpu"
+        self.spinning = spinning
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """batch (N, H, W, 3) float32 normalised RGB -> heatmaps (N, h, w, K) float32."""

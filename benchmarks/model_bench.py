@@ -7,12 +7,13 @@ One process, one machine, one model (SimpleBaseline-R50 256 x 192 with random we
 and so the time, does not depend on the values). At batch 1, 4 and 8 it times:
   KerasRunner        product: Keras' compiled predict (app.runtime, chosen on a GPU)
   OnnxRunner         product: ONNX Runtime over app.runtime's exported graph (chosen on a CPU)
+  OnnxRunner, spinning  reference: the same with ONNX Runtime's busy-waiting worker threads
   onnxruntime default  reference: a default InferenceSession on the same graph
   keras eager        reference: model(x), layer by layer
 and a float32 matrix-product peak (numpy matmul GFLOP/s) with the per-person floor it implies for
 the model's multiply-adds, counted from its layers. Each runtime is warmed up, then called in
-rounds, one call per runtime per round, so a load change on a shared CPU hits all of them alike;
-the table gives the median and the fastest call.
+rounds, one call per runtime per round (each after a short pause, see SETTLE_S), so a load change
+on a shared CPU hits all of them alike; the table gives the median and the fastest call.
 """
 
 import argparse
@@ -124,6 +125,13 @@ def _onnx_default_session(graph: bytes):
     return run
 
 
+# Pause before each timed call. ONNX Runtime's and TensorFlow's worker threads busy-wait for a
+# while after a call; interleaved without a pause, the runtime timed next shares the cores with the
+# previous one's spinning threads. Measured here: two default ONNX Runtime sessions on the same graph,
+# alternated at batch 1, took 114 and 126 ms per call; with this pause 68 and 71 ms, as each alone.
+SETTLE_S = 0.05
+
+
 def time_rounds(runners: dict, batch: np.ndarray, warmup: int, repeats: int) -> dict:
     """{name: [seconds per call]}: `warmup` untimed calls each, then `repeats` rounds of one call each."""
     for run in runners.values():
@@ -132,6 +140,7 @@ def time_rounds(runners: dict, batch: np.ndarray, warmup: int, repeats: int) -> 
     times = {name: [] for name in runners}
     for _ in range(repeats):
         for name, run in runners.items():
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             run(batch)
             times[name].append(time.perf_counter() - start)
@@ -165,11 +174,12 @@ def run_model_bench(
     runners = {
         f"KerasRunner ({keras_runner.name})": keras_runner,
         f"OnnxRunner ({onnx_runner.threads} threads)": onnx_runner,
+        "OnnxRunner, spinning threads": OnnxRunner(graph, threads=threads, spinning=True),
         "onnxruntime default session": _onnx_default_session(graph),
     }
     if eager:
         runners["keras eager model(x)"] = _eager(model)
-    offered = {name: name.startswith(("KerasRunner", "OnnxRunner")) for name in runners}
+    offered = {name: name.startswith(("KerasRunner", "OnnxRunner (")) for name in runners}
 
     rows = []
     rng = np.random.default_rng(0)

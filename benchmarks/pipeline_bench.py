@@ -7,6 +7,8 @@ Variants, each over the same frames of the same video, in one process:
   plain       the naive loop: detector on every frame, Keras model, one stage after the other
   sequential  the product's stages (auto runtime, detector every N frames) one after the other
   product     the product as run_demo runs it: the same stages overlapped in three threads
+  product-spinning  the same with ONNX Runtime's busy-waiting worker threads (its own default),
+              which the product turns off (app.runtime.OnnxRunner)
 
 Without --weights the pose model has random weights: the timings are real (the arithmetic does not
 depend on the values) but the keypoints are not, so the detector schedule cannot rely on them: the
@@ -53,12 +55,15 @@ def machine_info() -> dict:
 
 
 def build_pipeline(model, runtime: str, detector_path: str, detect_every: int, max_det: int, imgsz: int,
-                   trained: bool):
+                   trained: bool, spinning: bool = False):
     from app.detector import DetectorConfig, PersonDetector
     from app.pose import PoseConfig, PoseEstimator
-    from app.runtime import runner_from_model
+    from app.runtime import OnnxRunner, export_onnx, runner_from_model
 
-    runner = runner_from_model(model, runtime=runtime)
+    if spinning:
+        runner = OnnxRunner(export_onnx(model).SerializeToString(), spinning=True)
+    else:
+        runner = runner_from_model(model, runtime=runtime)
     detector = PersonDetector(DetectorConfig(model=detector_path, imgsz=imgsz, max_det=max_det))
     config = PipelineConfig(detect_every=detect_every)
     if not trained:
@@ -184,10 +189,10 @@ def main(argv=None) -> None:
                 pipeline, runner = build_pipeline(model, "auto", args.detector, args.detect_every, args.max_det, args.imgsz,
                                                   trained=bool(args.weights))
                 rows.append(run_sequential(pipeline, args.video, args.frames, out_dir, "sequential"))
-            elif variant == "product":
+            elif variant in ("product", "product-spinning"):
                 pipeline, runner = build_pipeline(model, "auto", args.detector, args.detect_every, args.max_det, args.imgsz,
-                                                  trained=bool(args.weights))
-                rows.append(run_threaded(pipeline, args.video, args.frames, out_dir, "product"))
+                                                  trained=bool(args.weights), spinning=variant == "product-spinning")
+                rows.append(run_threaded(pipeline, args.video, args.frames, out_dir, variant))
             else:
                 raise SystemExit(f"unknown variant {variant!r}")
             rows[-1]["runtime"] = getattr(runner, "name", "?")
