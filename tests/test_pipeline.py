@@ -156,3 +156,62 @@ def test_no_people_no_crash_and_heatmaps_when_asked():
     place(detector, estimator, [person_box(100, 100), person_box(300, 100)])
     result = pipeline.process(FRAME, want_heatmaps=True)
     assert len(result.people) == 2 and result.heatmaps.shape == (2, 64, 48, K)
+
+
+class ScoredDetector(FakeDetector):
+    """FakeDetector with a chosen score per box."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = np.asarray(scores, np.float32)
+
+    def detect(self, frame):
+        self.calls += 1
+        return self.boxes.copy(), self.scores.copy()
+
+
+class CountingEstimator(FakeEstimator):
+    """FakeEstimator that records the boxes it is asked for and marks each heatmap with its box's x1."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[np.ndarray] = []
+
+    def estimate(self, frame, boxes, return_heatmaps=False):
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        self.asked.append(boxes.copy())
+        result = super().estimate(frame, boxes, return_heatmaps)
+        if return_heatmaps:
+            result.heatmaps[:] = boxes[:, 0, None, None, None]
+        return result
+
+
+def test_boxes_the_tracker_refuses_never_reach_the_pose_model():
+    # One confident person between two weak boxes that can start no one (min_new_score 0.5).
+    boxes = np.stack([person_box(20, 40), person_box(250, 40), person_box(480, 40)])
+    detector, estimator = ScoredDetector([0.2, 0.9, 0.3]), CountingEstimator()
+    pipeline = PosePipeline(detector, estimator, PipelineConfig(detect_every=5))
+    place(detector, estimator, boxes)
+    result = pipeline.process(FRAME, want_heatmaps=True)
+    assert [len(asked) for asked in estimator.asked] == [1]
+    np.testing.assert_array_equal(estimator.asked[0], boxes[1:2])
+    assert len(result.people) == 1
+    np.testing.assert_array_equal(result.people[0].box, boxes[1])
+    # The heatmaps are the kept person's, in people order.
+    assert result.heatmaps.shape[0] == 1
+    assert float(result.heatmaps[0].max()) == 250.0
+
+
+def test_weak_boxes_still_hold_a_tracked_person_and_get_their_pose():
+    # Once tracked, a person keeps their id through weak detections (ByteTrack's second threshold):
+    # those boxes must still be cropped, or the person would vanish from the screen.
+    box = person_box(250, 40)
+    detector, estimator = ScoredDetector([0.9]), CountingEstimator()
+    pipeline = PosePipeline(detector, estimator, PipelineConfig(detect_every=1))
+    place(detector, estimator, box[None])
+    first = pipeline.process(FRAME)
+    detector.scores = np.array([0.2], np.float32)
+    second = pipeline.process(FRAME)
+    assert [p.track_id for p in first.people] == [p.track_id for p in second.people] == [1]
+    assert [len(asked) for asked in estimator.asked] == [1, 1]
+    assert second.people[0].scores.mean() == np.float32(0.9)
