@@ -18,8 +18,9 @@ in people found, on real videos (street.avi: all 205 frames; dancer.avi: frames 
   N=8 ...=0  the weak-track trigger off: what the trigger buys.
   N=8 +edge  prototype trigger (`EdgeTriggerPipeline`): detect also while a tracked box touches
              the frame border, where people walk in and out.
-  N=8 +lock  prototype box rule (`SizeLockPipeline`): between detections a person's box keeps
-             the size of their last detector box and moves with their keypoints.
+  N=8 old rule  the box rule before the size lock (`KeypointExtentPipeline`): between detections a
+             person's box is their keypoints' extent instead of their last detector box's size
+             moved with their keypoints, which the product does now.
 
 Metrics, per run over all frames (a frame's "tracked boxes" are the `Person.box`es it returns):
   det/frame  detector calls / frames.
@@ -54,6 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import app  # noqa: F401  (first: keeps triton out, see app/__init__.py)
+from benchmarks.machine import cpu_model  # noqa: E402
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
@@ -184,22 +186,31 @@ def coco_check(estimator) -> dict[str, float]:
 
 
 class CachedEstimator:
-    """Remembers poses by (frame index, boxes): runs that detect on the same frame get the same
-    detector boxes, so their crops are computed once. The caller sets `frame_index` per frame."""
+    """Remembers each person's pose by (frame index, box): runs that detect on the same frame get the
+    same detector boxes (though each keeps a different subset of them: the tracker decides which
+    reach the pose model), so every crop is computed once. The caller sets `frame_index` per frame."""
+
+    FIELDS = ("keypoints", "scores", "centers", "sizes", "valid")
 
     def __init__(self, estimator):
         self.estimator = estimator
         self.frame_index = -1
         self.crops = 0  # crops asked for, cached or not: the pose work the pipeline would do
-        self._cache: dict[tuple[int, bytes], PoseResult] = {}
+        self._cache: dict[tuple[int, bytes], tuple] = {}
 
     def estimate(self, frame: np.ndarray, boxes: np.ndarray, return_heatmaps: bool = False) -> PoseResult:
         boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
-        key = (self.frame_index, boxes.tobytes())
+        keys = [(self.frame_index, box.tobytes()) for box in boxes]
         self.crops += len(boxes)
-        if key not in self._cache:
-            self._cache[key] = self.estimator.estimate(frame, boxes)
-        return self._cache[key]
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        if missing:
+            fresh = self.estimator.estimate(frame, boxes[missing])
+            for row, i in enumerate(missing):
+                self._cache[keys[i]] = tuple(getattr(fresh, name)[row] for name in self.FIELDS)
+        if not len(boxes):
+            return self.estimator.estimate(frame, boxes)
+        columns = zip(*(self._cache[key] for key in keys))
+        return PoseResult(heatmaps=None, **{name: np.stack(column) for name, column in zip(self.FIELDS, columns)})
 
     def forget_all_but_detections(self, detection_keys: set[tuple[int, bytes]]) -> None:
         """Drop the derived-box entries, which no later run asks for again (bounds the memory)."""
@@ -293,57 +304,13 @@ class EdgeTriggerPipeline(PosePipeline):
         return bool(near.any())
 
 
-class SizeLockPipeline(PosePipeline):
-    """PosePipeline whose boxes between detections keep the size of the person's last detector box
-    and move with their keypoints, instead of being re-derived from the keypoints' extent.
+class KeypointExtentPipeline(PosePipeline):
+    """The box rule before the size lock (commit dfce175): between detections a person's box is the
+    extent of their keypoints (x 1.25), re-derived every frame. Kept to show what the size lock buys.
+    Never telling the pipeline a frame was detected leaves it no detector box to keep the size of."""
 
-    Why: a box derived from the keypoints covers only the joints the model found; a foot or a
-    raised hand it missed is then cut from the next crop, found even less, and the box shrinks
-    frame after frame (the lost misses in docs/detect_schedule.md). The detector's box has the
-    person's real extent; the keypoints say where the person went since.
-    """
-
-    def __init__(self, detector, estimator, config: PipelineConfig | None = None):
-        super().__init__(detector, estimator, config)
-        self._just_detected = False
-        self._anchors: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (detector box, keypoint box then)
-
-    def reset(self) -> None:
-        super().reset()
-        self._anchors = {}
-
-    def _detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._just_detected = True
-        return super()._detect(frame)
-
-    def _derive_next_boxes(self, people: list, shape: tuple[int, ...], detected: bool = False) -> None:
-        super()._derive_next_boxes(people, shape, detected)  # the keypoint boxes, with the pipeline's own filtering
-        if not people:
-            self._anchors = {}
-            return
-        keypoints = np.stack([p.smoothed_keypoints for p in people])
-        scores = np.stack([np.where(p.visible, p.scores, 0.0) for p in people]).astype(np.float32)
-        derived = boxes_from_keypoints(keypoints, scores, threshold=self.config.keypoint_threshold)
-        if self._just_detected:  # people's boxes are this frame's detector boxes
-            self._anchors = {p.track_id: (p.box.copy(), derived[i]) for i, p in enumerate(people)
-                             if np.isfinite(derived[i]).all()}
-            self._just_detected = False
-        boxes = []
-        for i, person in enumerate(people):
-            anchor = self._anchors.get(person.track_id)
-            if anchor is None or not np.isfinite(derived[i]).all():
-                boxes.append(derived[i])
-                continue
-            detector_box, derived_then = anchor
-            shift = (derived[i][:2] + derived[i][2:]) / 2 - (derived_then[:2] + derived_then[2:]) / 2
-            boxes.append(detector_box + np.concatenate([shift, shift]))
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        height, width = shape[:2]
-        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
-        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
-        usable = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] - boxes[:, 0] > 4) & (boxes[:, 3] - boxes[:, 1] > 4)
-        self._next_boxes = boxes[usable]
-        self._next_scores = np.array([p.box_score for p in people], np.float32)[usable]
+    def _derive_next_boxes(self, people: list, shape: tuple[int, ...], detected: bool) -> None:
+        super()._derive_next_boxes(people, shape, detected=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,7 +516,7 @@ def schedules() -> list[tuple[str, type, PipelineConfig]]:
         rows.append((f"N={default.detect_every} (default)", PosePipeline, PipelineConfig()))
     rows.append(("N=8, min_track_score=0", PosePipeline, PipelineConfig(detect_every=8, min_track_score=0.0)))
     rows.append(("N=8 + edge trigger", EdgeTriggerPipeline, EdgePipelineConfig(detect_every=8)))
-    rows.append(("N=8 + size lock", SizeLockPipeline, PipelineConfig(detect_every=8)))
+    rows.append(("N=8, keypoint-extent boxes (old rule)", KeypointExtentPipeline, PipelineConfig(detect_every=8)))
     return rows
 
 
@@ -567,7 +534,8 @@ def measure_video(name: str, video: Path, segments, detector, pose, only: set[st
           f"{births['at_border']} of them within {BORDER_PX} px of the frame border; median detector score "
           f"of their first box {births['median_score']:.2f}", flush=True)
     cached = CachedEstimator(pose)
-    detection_keys = {(i, np.ascontiguousarray(b, np.float32).reshape(-1, 4).tobytes()) for i, b in boxes.items()}
+    detection_keys = {(i, box.tobytes()) for i, b in boxes.items()
+                      for box in np.ascontiguousarray(b, np.float32).reshape(-1, 4)}
     agreement, mean_scores = derived_box_agreement(cached, video, segments, ref_boxes)
     weak = np.mean(mean_scores < PipelineConfig().min_track_score)
     print(f"  derived box vs detector box on the same frame: median IoU {np.median(agreement):.2f}, "
@@ -600,17 +568,9 @@ def measure_video(name: str, video: Path, segments, detector, pose, only: set[st
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import ultralytics
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "ultralytics": ultralytics.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
