@@ -10,6 +10,7 @@ and so the time, does not depend on the values). At batch 1, 4 and 8 it times:
   OnnxRunner, spinning  reference: the same with ONNX Runtime's busy-waiting worker threads
   onnxruntime default  reference: a default InferenceSession on the same graph
   keras eager        reference: model(x), layer by layer
+  ORT int8 static    speed only, not offered: the same graph quantized by ONNX Runtime's tool
 and a float32 matrix-product peak (numpy matmul GFLOP/s) with the per-person floor it implies for
 the model's multiply-adds, counted from its layers. Each runtime is warmed up, then called in
 rounds, one call per runtime per round (each after a short pause, see SETTLE_S), so a load change
@@ -132,6 +133,39 @@ def _onnx_default_session(graph: bytes):
 SETTLE_S = 0.05
 
 
+def _onnx_int8_static(graph: bytes, input_shape: tuple[int, int], threads: int | None):
+    """The same graph quantized to int8 by ONNX Runtime's own tool (static QDQ: int8 weights per
+    channel, uint8 activations), run like OnnxRunner. Speed only: its scales are calibrated on random
+    inputs of a random-weight model, so its outputs say nothing about a trained model's accuracy,
+    and the product does not offer it until that cost is measured (issue 5)."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = onnx.load_from_string(graph).graph.input[0].name
+    rng = np.random.default_rng(1)
+
+    class RandomBatches(CalibrationDataReader):
+        def __init__(self, count: int = 8):
+            self.left = count
+
+        def get_next(self):
+            if self.left == 0:
+                return None
+            self.left -= 1
+            return {input_name: rng.standard_normal((1, *input_shape, 3)).astype(np.float32)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, prepared, quantized = (Path(tmp) / name for name in ("f32.onnx", "pre.onnx", "int8.onnx"))
+        source.write_bytes(graph)
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), RandomBatches(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return OnnxRunner(quantized.read_bytes(), threads=threads)
+
+
 def time_rounds(runners: dict, batch: np.ndarray, warmup: int, repeats: int) -> dict:
     """{name: [seconds per call]}: `warmup` untimed calls each, then `repeats` rounds of one call each."""
     for run in runners.values():
@@ -154,6 +188,7 @@ def run_model_bench(
     warmup: int = 2,
     threads: int | None = None,
     eager: bool = True,
+    int8: bool = True,
     show: bool = True,
 ) -> list[dict]:
     """Time every runtime on `model` (default: SimpleBaseline-R50 256 x 192, random weights).
@@ -161,7 +196,7 @@ def run_model_bench(
     Returns one dict per (runtime, batch): runtime, offered (True for the product's runners), batch,
     ms_per_batch and ms_per_person (medians), ms_per_person_min (fastest call), plus one "matmul peak" row with gflops and the implied
     ms_per_person floor. threads: the OnnxRunner's intra-op threads (default: physical cores).
-    show: print the table.
+    int8: also time the graph quantized to int8 (speed only, see _onnx_int8_static). show: print the table.
     """
     if model is None:
         from models.simple_baseline import build_simple_baseline
@@ -179,6 +214,8 @@ def run_model_bench(
     }
     if eager:
         runners["keras eager model(x)"] = _eager(model)
+    if int8:
+        runners["ORT int8 static (not offered)"] = _onnx_int8_static(graph, keras_runner.input_size, threads)
     offered = {name: name.startswith(("KerasRunner", "OnnxRunner (")) for name in runners}
 
     rows = []
@@ -234,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, help="OnnxRunner intra-op threads (default: physical cores)")
     parser.add_argument("--no-eager", action="store_true", help="skip model(x), the slowest reference")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 speed-only row")
     parser.add_argument("--backend-info", action="store_true", help="print the Keras backend line and exit")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -247,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
           f"numpy {info['numpy']}; {info['date']}")
     rows = run_model_bench(
         batch_sizes=tuple(int(b) for b in args.batches.split(",")), repeats=args.repeats, warmup=args.warmup,
-        threads=args.threads, eager=not args.no_eager,
+        threads=args.threads, eager=not args.no_eager, int8=not args.no_int8,
     )
     if args.json:
         path = Path(args.json)
