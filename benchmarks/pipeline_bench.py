@@ -9,6 +9,8 @@ Variants, each over the same frames of the same video, in one process:
   product     the product as run_demo runs it: the same stages overlapped in three threads
   product-spinning  the same with ONNX Runtime's busy-waiting worker threads (its own default),
               which the product turns off (app.runtime.OnnxRunner)
+  product-int8  the product with the model quantized to int8 by ONNX Runtime's tool: speed only, not
+              offered (benchmarks/model_bench.py, _onnx_int8_static)
 
 Without --weights the pose model has random weights: the timings are real (the arithmetic does not
 depend on the values) but the keypoints are not, so the detector schedule cannot rely on them: the
@@ -55,21 +57,33 @@ def machine_info() -> dict:
 
 
 def build_pipeline(model, runtime: str, detector_path: str, detect_every: int, max_det: int, imgsz: int,
-                   trained: bool, spinning: bool = False):
+                   trained: bool, spinning: bool = False, all_boxes: bool = False, int8: bool = False):
     from app.detector import DetectorConfig, PersonDetector
     from app.pose import PoseConfig, PoseEstimator
     from app.runtime import OnnxRunner, export_onnx, runner_from_model
 
     if spinning:
         runner = OnnxRunner(export_onnx(model).SerializeToString(), spinning=True)
+    elif int8:
+        from benchmarks.model_bench import _onnx_int8_static
+
+        runner = _onnx_int8_static(export_onnx(model).SerializeToString(), runner_input_size(model), None)
+        runner.name = "onnxruntime-int8 (not offered)"
     else:
         runner = runner_from_model(model, runtime=runtime)
     detector = PersonDetector(DetectorConfig(model=detector_path, imgsz=imgsz, max_det=max_det))
     config = PipelineConfig(detect_every=detect_every)
+    if all_boxes:
+        config.tracker.min_new_score = 0.0  # every detector box (up to max_det) becomes a person
     if not trained:
         config.min_track_score = 0.0  # random weights' confidences mean nothing (module docstring)
         return CarryBoxPipeline(detector, PoseEstimator(runner, PoseConfig()), config), runner
     return PosePipeline(detector, PoseEstimator(runner, PoseConfig()), config), runner
+
+
+def runner_input_size(model) -> tuple[int, int]:
+    _, height, width, _ = model.input_shape
+    return height, width
 
 
 class CarryBoxPipeline(PosePipeline):
@@ -157,7 +171,10 @@ def main(argv=None) -> None:
     parser.add_argument("--weights", help="converted weights; default: random weights (timings only)")
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--detect-every", type=int, default=8)
-    parser.add_argument("--max-det", type=int, default=100, help="cap on people per frame (for 5 vs 15 people)")
+    parser.add_argument("--max-det", type=int, default=100, help="cap on detector boxes per frame (for 5 vs 15 people)")
+    parser.add_argument("--all-boxes", action="store_true",
+                        help="every detector box starts a person, not only those scoring >= 0.5: with --max-det, "
+                             "a set number of people per frame")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--variants", default="plain,sequential,product")
     parser.add_argument("--model-bench", action="store_true", help="also time the model alone per runtime")
@@ -183,15 +200,16 @@ def main(argv=None) -> None:
         for variant in args.variants.split(","):
             if variant == "plain":
                 pipeline, runner = build_pipeline(model, "keras", args.detector, 1, args.max_det, args.imgsz,
-                                                  trained=bool(args.weights))
+                                                  trained=bool(args.weights), all_boxes=args.all_boxes)
                 rows.append(run_sequential(pipeline, args.video, args.frames, out_dir, "plain"))
             elif variant == "sequential":
                 pipeline, runner = build_pipeline(model, "auto", args.detector, args.detect_every, args.max_det, args.imgsz,
-                                                  trained=bool(args.weights))
+                                                  trained=bool(args.weights), all_boxes=args.all_boxes)
                 rows.append(run_sequential(pipeline, args.video, args.frames, out_dir, "sequential"))
-            elif variant in ("product", "product-spinning"):
+            elif variant in ("product", "product-spinning", "product-int8"):
                 pipeline, runner = build_pipeline(model, "auto", args.detector, args.detect_every, args.max_det, args.imgsz,
-                                                  trained=bool(args.weights), spinning=variant == "product-spinning")
+                                                  trained=bool(args.weights), spinning=variant == "product-spinning",
+                                                  all_boxes=args.all_boxes, int8=variant == "product-int8")
                 rows.append(run_threaded(pipeline, args.video, args.frames, out_dir, variant))
             else:
                 raise SystemExit(f"unknown variant {variant!r}")
