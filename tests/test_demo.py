@@ -96,6 +96,10 @@ def test_ctrl_c_closes_outputs_and_exits_fast(tmp_path, dancer_video, detector_p
                      str(detector_path), "--detector-size", "320", "--output", str(out_video),
                      "--json", str(out_json)),
         cwd=tmp_path, env=demo_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and an ignored
+        # signal stays ignored across exec: then Python installs no Ctrl-C handler and the demo would
+        # (rightly, as under nohup) run to the end. The test is about Ctrl-C, so the child gets it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 300
