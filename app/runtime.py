@@ -150,7 +150,6 @@ class OnnxRunner:
         self.input_size, self.heatmap_size, self.num_joints = (height, width), (out_h, out_w), joints
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.name = "onnxruntime-cpu"
-        self.spinning = spinning
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """batch (N, H, W, 3) float32 normalised RGB -> heatmaps (N, h, w, K) float32."""

@@ -133,7 +133,7 @@ def _onnx_default_session(graph: bytes):
 SETTLE_S = 0.05
 
 
-def _onnx_int8_static(graph: bytes, input_shape: tuple[int, int], threads: int | None):
+def onnx_int8_runner(graph: bytes, input_shape: tuple[int, int], threads: int | None):
     """The same graph quantized to int8 by ONNX Runtime's own tool (static QDQ: int8 weights per
     channel, uint8 activations), run like OnnxRunner. Speed only: its scales are calibrated on random
     inputs of a random-weight model, so its outputs say nothing about a trained model's accuracy,
@@ -196,7 +196,7 @@ def run_model_bench(
     Returns one dict per (runtime, batch): runtime, offered (True for the product's runners), batch,
     ms_per_batch and ms_per_person (medians), ms_per_person_min (fastest call), plus one "matmul peak" row with gflops and the implied
     ms_per_person floor. threads: the OnnxRunner's intra-op threads (default: physical cores).
-    int8: also time the graph quantized to int8 (speed only, see _onnx_int8_static). show: print the table.
+    int8: also time the graph quantized to int8 (speed only, see onnx_int8_runner). show: print the table.
     """
     if model is None:
         from models.simple_baseline import build_simple_baseline
@@ -215,7 +215,7 @@ def run_model_bench(
     if eager:
         runners["keras eager model(x)"] = _eager(model)
     if int8:
-        runners["ORT int8 static (not offered)"] = _onnx_int8_static(graph, keras_runner.input_size, threads)
+        runners["ORT int8 static (not offered)"] = onnx_int8_runner(graph, keras_runner.input_size, threads)
     offered = {name: name.startswith(("KerasRunner", "OnnxRunner (")) for name in runners}
 
     rows = []

@@ -10,7 +10,7 @@ Variants, each over the same frames of the same video, in one process:
   product-spinning  the same with ONNX Runtime's busy-waiting worker threads (its own default),
               which the product turns off (app.runtime.OnnxRunner)
   product-int8  the product with the model quantized to int8 by ONNX Runtime's tool: speed only, not
-              offered (benchmarks/model_bench.py, _onnx_int8_static)
+              offered (benchmarks/model_bench.py, onnx_int8_runner)
 
 Without --weights the pose model has random weights: the timings are real (the arithmetic does not
 depend on the values) but the keypoints are not, so the detector schedule cannot rely on them: the
@@ -65,9 +65,9 @@ def build_pipeline(model, runtime: str, detector_path: str, detect_every: int, m
     if spinning:
         runner = OnnxRunner(export_onnx(model).SerializeToString(), spinning=True)
     elif int8:
-        from benchmarks.model_bench import _onnx_int8_static
+        from benchmarks.model_bench import onnx_int8_runner
 
-        runner = _onnx_int8_static(export_onnx(model).SerializeToString(), runner_input_size(model), None)
+        runner = onnx_int8_runner(export_onnx(model).SerializeToString(), tuple(model.input_shape[1:3]), None)
         runner.name = "onnxruntime-int8 (not offered)"
     else:
         runner = runner_from_model(model, runtime=runtime)
@@ -79,11 +79,6 @@ def build_pipeline(model, runtime: str, detector_path: str, detect_every: int, m
         config.min_track_score = 0.0  # random weights' confidences mean nothing (module docstring)
         return CarryBoxPipeline(detector, PoseEstimator(runner, PoseConfig()), config), runner
     return PosePipeline(detector, PoseEstimator(runner, PoseConfig()), config), runner
-
-
-def runner_input_size(model) -> tuple[int, int]:
-    _, height, width, _ = model.input_shape
-    return height, width
 
 
 class CarryBoxPipeline(PosePipeline):
