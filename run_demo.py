@@ -20,6 +20,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chat
 from app.errors import run_command  # noqa: E402  (after the environment above)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Real-time top-down human pose (YOLO + SimpleBaseline).")
     parser.add_argument("--source", default="0", help="camera index, video file, image, or folder of images")
@@ -30,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--detector-conf", type=float, default=0.1,
                         help="lowest detection confidence kept; only boxes above 0.5 start a new person")
     parser.add_argument("--detector-size", type=int, default=640, help="detector input size in pixels")
+    parser.add_argument("--max-people", type=_positive_int, default=100,
+                        help="follow at most this many people, the most confident (the model's time grows with each)")
     parser.add_argument("--detect-every", type=int, default=8,
                         help="run the detector every N frames, tracking by keypoints in between (1 = always)")
     parser.add_argument("--runtime", choices=["auto", "keras", "onnx"], default="auto",
@@ -89,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     source = open_source(args.source)
     try:
         detector = PersonDetector(DetectorConfig(model=args.detector, conf=args.detector_conf,
-                                                 imgsz=args.detector_size))
+                                                 imgsz=args.detector_size, max_det=args.max_people))
         runner = load_runner(weights, runtime=args.runtime)
         estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode))
         pipeline = PosePipeline(detector, estimator, pipeline_config)

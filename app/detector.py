@@ -60,6 +60,8 @@ class DetectorConfig:
     iou: float = 0.5
     imgsz: int = 640
     device: str = "cpu"
+    # Boxes kept per frame, highest scores first (Ultralytics' max_det): run_demo's --max-people. A
+    # person is only ever followed through a box of the frame's last detection, so it caps people too.
     max_det: int = 100
     # A second box on the same person (often just the upper body) survives IoU-NMS because half a
     # box has IoU about 0.5 with the whole; drop a box lying this much inside a higher-scoring box of

@@ -89,6 +89,27 @@ def test_demo_on_dancer_video_writes_every_frame_and_one_track(tmp_path, dancer_
     assert "untrained" in completed.stderr.lower()  # the demo says so when the weights say so
 
 
+def test_max_people_caps_the_people_on_the_street(tmp_path, street_video, detector_path, random_weights):
+    out_json = tmp_path / "out.json"
+    completed = subprocess.run(
+        demo_command("--source", str(street_video), "--weights", str(random_weights), "--detector",
+                     str(detector_path), "--detect-every", "1", "--max-people", "2", "--max-frames", "10",
+                     "--json", str(out_json)),
+        cwd=tmp_path, env=demo_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    people = [len(frame["people"]) for frame in json.loads(out_json.read_text())["frames"]]
+    assert len(people) == 10
+    assert max(people) == 2  # the street has 5-20 walkers a frame (tests/test_detector.py)
+
+
+def test_max_people_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo.parse_args(["--max-people", "0"])
+    assert exit_info.value.code == 2
+    assert "--max-people: must be 1 or more, got 0" in capsys.readouterr().err
+
+
 def test_ctrl_c_closes_outputs_and_exits_fast(tmp_path, dancer_video, detector_path, random_weights):
     out_video, out_json = tmp_path / "out.avi", tmp_path / "out.json"
     process = subprocess.Popen(

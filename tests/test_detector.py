@@ -65,6 +65,16 @@ def test_street_has_many_people(detector, street_video):
     assert boxes[:, [0, 2]].max() <= 1281 and boxes[:, [1, 3]].max() <= 721
 
 
+def test_max_det_keeps_the_most_confident_boxes(detector, detector_path, street_video):
+    frame = video_frame(street_video, 0)
+    boxes, scores = detector.detect(frame)
+    capped = PersonDetector(DetectorConfig(model=str(detector_path), max_det=3))
+    top_boxes, top_scores = capped.detect(frame)
+    assert len(boxes) > 3 and top_boxes.shape == (3, 4)
+    np.testing.assert_allclose(top_scores, scores[:3], atol=1e-6)
+    np.testing.assert_allclose(top_boxes, boxes[:3], atol=0.01)
+
+
 def test_black_frame_has_nobody(detector):
     boxes, scores = detector.detect(np.zeros((480, 640, 3), np.uint8))
     assert boxes.shape == (0, 4) and scores.shape == (0,)
