@@ -200,6 +200,8 @@ class CachedEstimator:
 
     def estimate(self, frame: np.ndarray, boxes: np.ndarray, return_heatmaps: bool = False) -> PoseResult:
         boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
+        if not len(boxes):
+            return self.estimator.estimate(frame, boxes)  # the estimator's own empty result
         keys = [(self.frame_index, box.tobytes()) for box in boxes]
         self.crops += len(boxes)
         missing = [i for i, key in enumerate(keys) if key not in self._cache]
@@ -207,8 +209,6 @@ class CachedEstimator:
             fresh = self.estimator.estimate(frame, boxes[missing])
             for row, i in enumerate(missing):
                 self._cache[keys[i]] = tuple(getattr(fresh, name)[row] for name in self.FIELDS)
-        if not len(boxes):
-            return self.estimator.estimate(frame, boxes)
         columns = zip(*(self._cache[key] for key in keys))
         return PoseResult(heatmaps=None, **{name: np.stack(column) for name, column in zip(self.FIELDS, columns)})
 
