@@ -12,33 +12,25 @@ with `.input_size` (H, W), `.num_joints` K and `.name`.
 CPU ONNX Runtime runs SimpleBaseline-R50 about twice as fast as Keras' compiled predict
 (`python -m benchmarks.model_bench` times both, side by side, on the machine at hand).
 
-The ONNX graph comes from `export_onnx`, a small exporter written here for the layer types
-SimpleBaseline uses, because Keras' own `model.export(format="onnx")` needs tf2onnx, which is
-unmaintained and does not install beside TensorFlow 2.21 / Keras 3 / numpy 2. load_runner caches
-the exported graph beside the weights (weights/<name>.onnx) and re-exports when the weights change.
+The ONNX graph comes from `app.onnx_export.export_onnx` (hand-written; that module says why).
+load_runner caches the exported graph beside the weights (weights/<name>.onnx) and re-exports when
+the weights change.
 """
 
 import hashlib
 import os
 import uuid
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from app.onnx_export import EXPORTER_VERSION, export_onnx, model_io_shape
+
 RUNTIMES = ("auto", "keras", "onnx")
 
-# Bump when export_onnx changes the graph it writes: cached .onnx files from older code re-export.
-EXPORTER_VERSION = "1"
-ONNX_OPSET = 17
-ONNX_IR_VERSION = 8  # opset 17's IR version; onnx would stamp its newest, which older ONNX Runtimes refuse
 CACHE_KEY_FIELD = "pose_cache_key"
-
-
-class OnnxExportError(ValueError):
-    """The Keras model holds something export_onnx cannot translate exactly."""
 
 
 # --- machine -----------------------------------------------------------------------------------------
@@ -83,18 +75,6 @@ def _check_batch(batch: np.ndarray, input_size: tuple[int, int], name: str) -> n
     return batch
 
 
-def _static_io_shape(model: keras.Model) -> tuple[tuple[int, int], tuple[int, int], int]:
-    """(input (H, W), heatmap (h, w), K) of a single-input, single-output NHWC model."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"a pose model has one input and one output; {model.name} has "
-                         f"{len(model.inputs)} and {len(model.outputs)}")
-    _, height, width, channels = model.inputs[0].shape
-    _, out_h, out_w, joints = model.outputs[0].shape
-    if None in (height, width, out_h, out_w, joints) or channels != 3:
-        raise ValueError(f"{model.name} needs a fixed (H, W, 3) input, has {model.inputs[0].shape}")
-    return (height, width), (out_h, out_w), joints
-
-
 class KerasRunner:
     """The Keras model through its compiled predict function, on whatever device its backend uses.
 
@@ -104,7 +84,7 @@ class KerasRunner:
 
     def __init__(self, model: keras.Model):
         self.model = model
-        self.input_size, self.heatmap_size, self.num_joints = _static_io_shape(model)
+        self.input_size, self.heatmap_size, self.num_joints = model_io_shape(model)
         self.name = f"keras-{keras.backend.backend()}"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -254,342 +234,3 @@ def _save_atomically(proto, path: Path) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-
-
-# --- Keras -> ONNX -----------------------------------------------------------------------------------
-#
-# Written by hand (see the module docstring for why not tf2onnx). It walks the functional model's
-# layers in graph order and emits NCHW ONNX, the layout ONNX Runtime's CPU convolutions are built
-# for, with one Transpose at the input and one at the output so the runner keeps the NHWC contract.
-# Exactness over generality: every layer type below maps onto ONNX operators with the same
-# arithmetic, anything else raises OnnxExportError naming the layer.
-
-SUPPORTED_LAYERS = (
-    "InputLayer", "ZeroPadding2D", "Conv2D", "Conv2DTranspose", "BatchNormalization", "ReLU",
-    "Activation (relu, linear)", "MaxPooling2D", "Add",
-)
-
-
-@dataclass
-class _Value:
-    """An NCHW tensor of the ONNX graph standing for one Keras tensor.
-
-    pads: zero padding (top, left, bottom, right) a ZeroPadding2D asked for and that is not applied
-    yet: a following Conv absorbs it into its `pads`, anything else gets an explicit Pad.
-    non_negative: produced by a Relu, so zero padding equals MaxPool's -inf padding on it.
-    """
-
-    name: str
-    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
-    non_negative: bool = False
-
-
-@dataclass
-class _Conv:
-    """An emitted Conv / ConvTranspose whose weights a following BatchNormalization may fold into."""
-
-    layer_name: str
-    node: object  # onnx.NodeProto
-    weight: str
-    bias: str | None
-    out_axis: int  # output channels' axis in the ONNX weight: 0 for Conv, 1 for ConvTranspose
-
-
-@dataclass
-class _Graph:
-    nodes: list = field(default_factory=list)
-    arrays: dict = field(default_factory=dict)  # initializer name -> numpy array
-    values: dict = field(default_factory=dict)  # id(Keras tensor) -> _Value
-    convs: dict = field(default_factory=dict)  # id(Keras tensor) -> _Conv that produced it
-    uses: dict = field(default_factory=dict)  # id(Keras tensor) -> number of consumers
-    padded: set = field(default_factory=set)  # names of the Pad outputs already emitted
-
-    def node(self, op: str, inputs: list[str], output: str, **attributes):
-        import onnx
-
-        node = onnx.helper.make_node(op, inputs, [output], name=output, **attributes)
-        self.nodes.append(node)
-        return node
-
-    def constant(self, name: str, array: np.ndarray) -> str:
-        self.arrays[name] = array
-        return name
-
-    def materialized(self, tensor) -> str:
-        """Name of the tensor with any pending zero padding applied."""
-        value = self.values[id(tensor)]
-        if value.pads == (0, 0, 0, 0):
-            return value.name
-        top, left, bottom, right = value.pads
-        name = f"{value.name}_padded_{top}_{left}_{bottom}_{right}"
-        if name not in self.padded:
-            self.padded.add(name)
-            pads = self.constant(f"{name}_pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
-            self.node("Pad", [value.name, pads], name, mode="constant")
-        return name
-
-
-def _to_numpy(variable) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float64)
-
-
-def _layer_input(layer):
-    """The layer's single input tensor (or list for Add), with a clear error for shared layers."""
-    try:
-        return layer.input
-    except (ValueError, AttributeError) as error:
-        raise OnnxExportError(f"layer {layer.name!r} is used more than once ({error}); cannot export it") from None
-
-
-def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """(before, after) padding of TF's "same" for one spatial axis: the odd pixel goes after."""
-    effective = (kernel - 1) * dilation + 1
-    total = max((-(-size // stride) - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
-
-
-def _check_channels_last(layer) -> None:
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise OnnxExportError(f"layer {layer.name!r} is {layer.data_format}; export_onnx expects channels_last")
-
-
-def _linear_or_relu(layer) -> str:
-    """"linear" or "relu" for a layer's fused activation; anything else cannot be exported."""
-    if layer.activation is keras.activations.linear:
-        return "linear"
-    if layer.activation is keras.activations.relu:
-        return "relu"
-    raise OnnxExportError(
-        f"layer {layer.name!r} has activation {getattr(layer.activation, '__name__', layer.activation)!r}; "
-        "export_onnx handles linear and relu"
-    )
-
-
-def _export_conv(graph: _Graph, layer, source, output) -> None:
-    _check_channels_last(layer)
-    value = graph.values[id(source)]
-    _, height, width, _ = source.shape  # includes the pending padding (a ZeroPadding2D output)
-    if height is None or width is None:
-        raise OnnxExportError(f"layer {layer.name!r} needs a fixed input height and width")
-    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
-    top, left, bottom, right = value.pads
-    if layer.padding == "same":
-        # The input already carries the pending pads in its shape; "same" pads that size further.
-        before_h, after_h = _same_pads(height, kh, sh, dh)
-        before_w, after_w = _same_pads(width, kw, sw, dw)
-        top, bottom, left, right = top + before_h, bottom + after_h, left + before_w, right + after_w
-    elif layer.padding != "valid":
-        raise OnnxExportError(f"layer {layer.name!r} has padding {layer.padding!r}; export_onnx handles valid and same")
-
-    name = f"{layer.name}_out"
-    # Keras kernel (kh, kw, in / groups, out) -> ONNX (out, in / groups, kh, kw).
-    weight = graph.constant(f"{layer.name}_W", _to_numpy(layer.kernel).transpose(3, 2, 0, 1))
-    bias = graph.constant(f"{layer.name}_B", _to_numpy(layer.bias)) if layer.use_bias else None
-    node = graph.node(
-        "Conv", [value.name, weight] + ([bias] if bias else []), name,
-        kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw], group=layer.groups,
-        pads=[top, left, bottom, right],
-    )
-    _finish_conv(graph, layer, output, _Conv(layer.name, node, weight, bias, out_axis=0), name)
-
-
-def _export_conv_transpose(graph: _Graph, layer, source, output) -> None:
-    _check_channels_last(layer)
-    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
-    if tuple(layer.dilation_rate) != (1, 1) or layer.output_padding is not None:
-        raise OnnxExportError(f"layer {layer.name!r}: export_onnx handles Conv2DTranspose without dilation "
-                              "or output_padding")
-    if kh < sh or kw < sw:
-        raise OnnxExportError(f"layer {layer.name!r}: a kernel smaller than its stride is not handled")
-    if layer.padding == "same":
-        # Keras "same" makes the output exactly input * stride: the transposed convolution's full
-        # output ((in - 1) * stride + kernel) cropped by kernel - stride, the smaller half at the
-        # start, the same split as "same" for the forward convolution. ONNX `pads` crop the same way.
-        crop_h, crop_w = kh - sh, kw - sw
-        pads = [crop_h // 2, crop_w // 2, crop_h - crop_h // 2, crop_w - crop_w // 2]
-    elif layer.padding == "valid":
-        pads = [0, 0, 0, 0]
-    else:
-        raise OnnxExportError(f"layer {layer.name!r} has padding {layer.padding!r}; export_onnx handles valid and same")
-
-    name = f"{layer.name}_out"
-    # Keras kernel (kh, kw, out, in) -> ONNX ConvTranspose (in, out, kh, kw).
-    weight = graph.constant(f"{layer.name}_W", _to_numpy(layer.kernel).transpose(3, 2, 0, 1))
-    bias = graph.constant(f"{layer.name}_B", _to_numpy(layer.bias)) if layer.use_bias else None
-    node = graph.node(
-        "ConvTranspose", [graph.materialized(source), weight] + ([bias] if bias else []), name,
-        kernel_shape=[kh, kw], strides=[sh, sw], pads=pads,
-    )
-    _finish_conv(graph, layer, output, _Conv(layer.name, node, weight, bias, out_axis=1), name)
-
-
-def _finish_conv(graph: _Graph, layer, output, conv: _Conv, name: str) -> None:
-    if _linear_or_relu(layer) == "relu":
-        graph.node("Relu", [name], f"{layer.name}_relu")
-        graph.values[id(output)] = _Value(f"{layer.name}_relu", non_negative=True)
-    else:
-        graph.values[id(output)] = _Value(name)
-        graph.convs[id(output)] = conv
-
-
-def _export_batch_norm(graph: _Graph, layer, source, output) -> None:
-    if layer.axis not in (-1, 3):
-        raise OnnxExportError(f"layer {layer.name!r} normalises axis {layer.axis}; export_onnx expects the channels")
-    channels = source.shape[-1]
-    gamma = _to_numpy(layer.gamma) if layer.scale else np.ones(channels)
-    beta = _to_numpy(layer.beta) if layer.center else np.zeros(channels)
-    scale = gamma / np.sqrt(_to_numpy(layer.moving_variance) + layer.epsilon)
-    shift = beta - _to_numpy(layer.moving_mean) * scale
-
-    conv = graph.convs.get(id(source))
-    if conv is not None and graph.uses.get(id(source)) == 1:
-        # Inference BatchNorm is a per-channel affine map, so it folds into the convolution before
-        # it: W' = W * scale per output channel, b' = b * scale + shift. Saves a pass over the
-        # activations per layer; computed in float64 so the fold itself adds no rounding.
-        shape = [1, 1, 1, 1]
-        shape[conv.out_axis] = channels
-        graph.arrays[conv.weight] = graph.arrays[conv.weight] * scale.reshape(shape)
-        bias = graph.arrays[conv.bias] if conv.bias else np.zeros(channels)
-        if conv.bias is None:
-            conv.bias = f"{conv.layer_name}_B"
-            conv.node.input.append(conv.bias)
-        graph.arrays[conv.bias] = bias * scale + shift
-        graph.values[id(output)] = _Value(graph.values[id(source)].name)
-        graph.convs[id(output)] = conv
-        return
-    name = f"{layer.name}_out"
-    scale_name = graph.constant(f"{layer.name}_scale", scale.reshape(1, channels, 1, 1))
-    shift_name = graph.constant(f"{layer.name}_shift", shift.reshape(1, channels, 1, 1))
-    graph.node("Mul", [graph.materialized(source), scale_name], f"{layer.name}_scaled")
-    graph.node("Add", [f"{layer.name}_scaled", shift_name], name)
-    graph.values[id(output)] = _Value(name)
-
-
-def _export_max_pool(graph: _Graph, layer, source, output) -> None:
-    _check_channels_last(layer)
-    value = graph.values[id(source)]
-    if value.pads != (0, 0, 0, 0) and not value.non_negative:
-        # ONNX MaxPool pads with -inf, not zeros, and an explicit zero Pad in front does not help:
-        # ONNX Runtime's PadFusion (onnxruntime/core/optimizer/pad_fusion.cc, 1.31) merges it into
-        # the MaxPool's pads, so windows of negative values would lose their zero.
-        raise OnnxExportError(
-            f"layer {layer.name!r}: zero padding before a MaxPooling2D exports exactly only after a ReLU"
-        )
-    _, height, width, _ = source.shape  # includes the pending padding
-    (kh, kw), (sh, sw) = layer.pool_size, layer.strides
-    # After a ReLU every window holds a value >= 0, so MaxPool's -inf padding gives the same maxima
-    # as the zeros ZeroPadding2D asked for; "same" never picks a padded position in TF or ONNX.
-    top, left, bottom, right = value.pads
-    if layer.padding == "same":
-        before_h, after_h = _same_pads(height, kh, sh, 1)
-        before_w, after_w = _same_pads(width, kw, sw, 1)
-        top, bottom, left, right = top + before_h, bottom + after_h, left + before_w, right + after_w
-    elif layer.padding != "valid":
-        raise OnnxExportError(f"layer {layer.name!r} has padding {layer.padding!r}; export_onnx handles valid and same")
-    graph.node("MaxPool", [value.name], f"{layer.name}_out",
-               kernel_shape=[kh, kw], strides=[sh, sw], pads=[top, left, bottom, right])
-    graph.values[id(output)] = _Value(f"{layer.name}_out", non_negative=value.non_negative)
-
-
-def _export_relu(graph: _Graph, layer, source, output) -> None:
-    """ReLU layers and Activation("relu") -> Relu; Activation("linear") passes its input on."""
-    if isinstance(layer, keras.layers.ReLU):
-        if layer.max_value is not None or layer.negative_slope or layer.threshold:
-            raise OnnxExportError(f"layer {layer.name!r} is a ReLU with max_value, negative_slope or "
-                                  "threshold; export_onnx handles the plain max(x, 0)")
-    elif _linear_or_relu(layer) == "linear":
-        graph.values[id(output)] = graph.values[id(source)]
-        if id(source) in graph.convs and graph.uses.get(id(source)) == 1:
-            graph.convs[id(output)] = graph.convs[id(source)]  # a BatchNorm after it still folds
-        return
-    graph.node("Relu", [graph.materialized(source)], f"{layer.name}_out")
-    graph.values[id(output)] = _Value(f"{layer.name}_out", non_negative=True)
-
-
-def _export_add(graph: _Graph, layer, sources, output) -> None:
-    names = [graph.materialized(tensor) for tensor in sources]
-    graph.node("Add" if len(names) == 2 else "Sum", names, f"{layer.name}_out")
-    non_negative = all(graph.values[id(tensor)].non_negative for tensor in sources)
-    graph.values[id(output)] = _Value(f"{layer.name}_out", non_negative=non_negative)
-
-
-def _export_zero_padding(graph: _Graph, layer, source, output) -> None:
-    _check_channels_last(layer)
-    (top, bottom), (left, right) = layer.padding
-    value = graph.values[id(source)]
-    old_top, old_left, old_bottom, old_right = value.pads
-    graph.values[id(output)] = _Value(
-        value.name, (old_top + top, old_left + left, old_bottom + bottom, old_right + right), value.non_negative
-    )
-
-
-def export_onnx(model: keras.Model, metadata: dict[str, str] | None = None):
-    """ONNX graph of a functional Keras model: input (N, H, W, 3) NHWC -> output (N, h, w, K) NHWC.
-
-    N is a dynamic dimension. BatchNormalization folds into the convolution before it and
-    ZeroPadding2D into the Conv (or MaxPool after a ReLU) after it. Layers other than
-    SUPPORTED_LAYERS raise OnnxExportError. metadata goes into the model's metadata_props.
-    Returns an onnx.ModelProto (checked with onnx.checker).
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    if not getattr(model, "inputs", None):
-        raise OnnxExportError(f"{model.name} has no symbolic inputs: export_onnx needs a functional "
-                              "(or Sequential) Keras model, whose layers form a graph it can walk")
-    (height, width), (out_h, out_w), joints = _static_io_shape(model)
-    graph = _Graph()
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        for tensor in keras.tree.flatten(_layer_input(layer)):
-            graph.uses[id(tensor)] = graph.uses.get(id(tensor), 0) + 1
-    for tensor in model.outputs:
-        graph.uses[id(tensor)] = graph.uses.get(id(tensor), 0) + 1
-
-    (model_input,), (model_output,) = model.inputs, model.outputs
-    graph.node("Transpose", ["image"], "image_nchw", perm=[0, 3, 1, 2])
-    graph.values[id(model_input)] = _Value("image_nchw")
-
-    exporters = {
-        keras.layers.ZeroPadding2D: _export_zero_padding,
-        keras.layers.Conv2DTranspose: _export_conv_transpose,  # before Conv2D: check exact types below
-        keras.layers.Conv2D: _export_conv,
-        keras.layers.BatchNormalization: _export_batch_norm,
-        keras.layers.ReLU: _export_relu,
-        keras.layers.Activation: _export_relu,
-        keras.layers.MaxPooling2D: _export_max_pool,
-        keras.layers.Add: _export_add,
-    }
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        # Exact type, not isinstance: a subclass (a custom Conv2D) may compute something else.
-        exporter = exporters.get(type(layer))
-        if exporter is None:
-            raise OnnxExportError(
-                f"cannot export layer {layer.name!r} of type {type(layer).__name__} to ONNX; export_onnx "
-                f"handles {', '.join(SUPPORTED_LAYERS)}; use runtime='keras' for this model"
-            )
-        source = _layer_input(layer)
-        exporter(graph, layer, source, layer.output)
-
-    graph.node("Transpose", [graph.materialized(model_output)], "heatmaps", perm=[0, 2, 3, 1])
-
-    onnx_graph = helper.make_graph(
-        graph.nodes,
-        model.name,
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", height, width, 3])],
-        [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["N", out_h, out_w, joints])],
-        initializer=[
-            numpy_helper.from_array(array.astype(np.int64 if array.dtype == np.int64 else np.float32), name)
-            for name, array in graph.arrays.items()
-        ],
-    )
-    proto = helper.make_model(
-        onnx_graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="app.runtime",
-        producer_version=EXPORTER_VERSION, ir_version=ONNX_IR_VERSION,
-    )
-    helper.set_model_props(proto, dict(metadata or {}))
-    onnx.checker.check_model(proto)
-    return proto

@@ -35,7 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from app.runtime import KerasRunner, OnnxRunner, export_onnx, physical_cores  # noqa: E402
+from app.onnx_export import export_onnx  # noqa: E402
+from app.runtime import KerasRunner, OnnxRunner, physical_cores  # noqa: E402
 
 BATCH_SIZES = (1, 4, 8)
 

@@ -60,7 +60,8 @@ def build_pipeline(model, runtime: str, detector_path: str, detect_every: int, m
                    trained: bool, spinning: bool = False, all_boxes: bool = False, int8: bool = False):
     from app.detector import DetectorConfig, PersonDetector
     from app.pose import PoseConfig, PoseEstimator
-    from app.runtime import OnnxRunner, export_onnx, runner_from_model
+    from app.onnx_export import export_onnx
+    from app.runtime import OnnxRunner, runner_from_model
 
     if spinning:
         runner = OnnxRunner(export_onnx(model).SerializeToString(), spinning=True)

@@ -8,7 +8,8 @@ import pytest
 
 from app import runtime
 from app.errors import MissingWeightsError
-from app.runtime import KerasRunner, OnnxExportError, OnnxRunner, export_onnx, load_runner, runner_from_model
+from app.onnx_export import OnnxExportError, export_onnx
+from app.runtime import KerasRunner, OnnxRunner, load_runner, runner_from_model
 from models.simple_baseline import build_simple_baseline
 
 PARITY_TOLERANCE = 1e-4
