@@ -3,6 +3,15 @@
 Shapes: heatmaps (N, H, W, K) float32, NHWC, N people, K joints, H x W = 64 x 48 for a 256 x 192 input.
 Coordinates are (x, y) in heatmap pixels; `app.crop` maps them to the image.
 All methods are vectorised over N and K.
+
+"quarter" and "dark" are the official decoders, rule for rule (tests/test_decode.py holds per-joint
+transcriptions of them and checks equality):
+- quarter: microsoft/human-pose-estimation.pytorch lib/core/inference.py `get_final_preds`, and MMPose
+  v0.6.0 / v0.29.0 mmpose/core/evaluation/top_down_eval.py `keypoints_from_heatmaps` with
+  post_process='default' (the 71.8 AP of res50_coco_256x192).
+- dark: MMPose v0.29.0 (same in v0.6.0) `keypoints_from_heatmaps` with post_process='unbiased' (its
+  `_gaussian_blur` and `_taylor`; the 72.4 AP of res50_coco_256x192_dark), with one change: a Taylor
+  step that would take the keypoint off the heatmap is clipped to its edge.
 """
 
 import cv2
@@ -10,60 +19,65 @@ import numpy as np
 
 DECODE_METHODS = ("dark", "quarter", "argmax")
 
-# DARK blurs with the Gaussian the heatmaps were trained with (sigma 2); the reference uses an 11 x 11
-# kernel, which is what cv2 derives for sigma 2 (0.3 * ((11 - 1) / 2 - 1) + 0.8 = 2).
-DARK_SIGMA = 2.0
+# MMPose's test_cfg modulate_kernel=11, blurred with cv2.GaussianBlur(..., (11, 11), 0): sigma 0 lets
+# cv2 derive it from the size, 0.3 * ((11 - 1) / 2 - 1) + 0.8 = 2, the sigma the targets had.
 DARK_KERNEL = 11
+DARK_LOG_FLOOR = 1e-10  # `np.log(np.maximum(blurred, 1e-10))` in keypoints_from_heatmaps
 _CV_MAX_CHANNELS = 128  # cv2 filters take at most this many channels at once (OpenCV 5)
 
 
 def argmax_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer peak of each heatmap: (N, H, W, K) -> (coords (N, K, 2) float32 x, y, scores (N, K)).
 
-    scores are the peak values. A heatmap whose peak is not positive gets coords (0, 0) as in the
-    official `get_max_preds`, so an empty heatmap decodes to a finite point with score <= 0.
+    scores are the peak values. A heatmap whose peak is not positive gets coords (0, 0) as Microsoft's
+    `get_max_preds` and MMPose v0.6.0's `_get_max_preds` (the code the published numbers were
+    measured with; MMPose v0.29.0 writes -1 there instead), so it decodes to a finite point on the
+    map with score <= 0 and is never refined.
     """
     n, h, w, k = heatmaps.shape
     flat = heatmaps.reshape(n, h * w, k)  # NHWC: a view, no copy
     index = flat.argmax(axis=1)  # (N, K)
     scores = np.take_along_axis(flat, index[:, None, :], axis=1)[:, 0, :].astype(np.float32)
     coords = np.stack([index % w, index // w], axis=-1).astype(np.float32)
-    coords[scores <= 0] = 0.0
+    coords[~(scores > 0)] = 0.0
     return coords, scores
 
 
-def _gather(heatmaps: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """heatmaps (N, H, W, K) at integer x, y (N, K) per joint -> (N, K). Indices must be in range."""
-    n, _, _, k = heatmaps.shape
-    return heatmaps[np.arange(n)[:, None], y, x, np.arange(k)[None, :]]
+def _gather(maps: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """maps (H, W, N, K) at integer x, y (N, K) per joint -> (N, K). Indices are clipped into range
+    (values read at clipped indices belong to joints the caller does not refine)."""
+    h, w, n, k = maps.shape
+    x = np.clip(x, 0, w - 1)
+    y = np.clip(y, 0, h - 1)
+    return maps[y, x, np.arange(n)[:, None], np.arange(k)[None, :]]
 
 
 def _quarter_offsets(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Official SimpleBaseline refinement: (N, K, 2) offsets of +-0.25 px toward the higher neighbour.
+    """The official quarter shift: (N, K, 2) offsets of +-0.25 px toward the higher neighbour.
 
     Why: argmax is quantised to one heatmap pixel (4 input pixels); the true peak lies on the side of
     the higher neighbour, and a quarter pixel is the expected offset for a peak uniformly inside the
-    pixel. Each axis is refined where both its neighbours exist (the official code requires that of
-    both axes at once; per axis keeps the refinement for peaks along an edge).
+    pixel. As the official code (`1 < px < W - 1 and 1 < py < H - 1`, see the module docstring), both
+    axes shift or neither: only peaks with x in 2..W-2 and y in 2..H-2, so a peak on column 1 or
+    row 1 keeps its argmax on both axes. Equal neighbours give sign 0, no shift on that axis.
     """
     _, h, w, _ = heatmaps.shape
+    maps = heatmaps.transpose(1, 2, 0, 3)  # (H, W, N, K) view, for _gather
     x = coords[..., 0].astype(np.int64)
     y = coords[..., 1].astype(np.int64)
-    inside_x = (x >= 1) & (x <= w - 2)
-    inside_y = (y >= 1) & (y <= h - 2)
-    xm, xp = np.clip(x - 1, 0, w - 1), np.clip(x + 1, 0, w - 1)
-    ym, yp = np.clip(y - 1, 0, h - 1), np.clip(y + 1, 0, h - 1)
-    dx = _gather(heatmaps, xp, y) - _gather(heatmaps, xm, y)
-    dy = _gather(heatmaps, x, yp) - _gather(heatmaps, x, ym)
-    offsets = np.stack([np.sign(dx) * inside_x, np.sign(dy) * inside_y], axis=-1) * 0.25
-    return offsets.astype(np.float32)
+    inside = (x > 1) & (x < w - 1) & (y > 1) & (y < h - 1)
+    dx = _gather(maps, x + 1, y) - _gather(maps, x - 1, y)
+    dy = _gather(maps, x, y + 1) - _gather(maps, x, y - 1)
+    offsets = np.stack([np.sign(dx), np.sign(dy)], axis=-1) * np.float32(0.25)
+    return (offsets * inside[..., None]).astype(np.float32)
 
 
-def _blur_hwnk(heatmaps: np.ndarray, sigma: float, kernel: int) -> np.ndarray:
-    """Zero-border Gaussian blur of each map of heatmaps (N, H, W, K); returns (H, W, N, K) float32.
+def _blur_hwnk(heatmaps: np.ndarray) -> np.ndarray:
+    """MMPose's `_gaussian_blur` without its rescale: heatmaps (N, H, W, K) -> (H, W, N, K) float32.
 
-    Zero padding as the DARK reference `gaussian_blur` (the heatmap is zero outside the crop). The
-    (H, W, N, K) layout keeps the per-map maximum and the stencil gathers cheap.
+    MMPose pads each map with 5 zeros a side and blurs with cv2's default border; every output pixel
+    it keeps then reads only the map and those zeros, which is what BORDER_CONSTANT (zeros) gives
+    without the padding.
     """
     n, h, w, k = heatmaps.shape
     # cv2 blurs the channels of an (H, W, C) image independently: every joint of every person is one
@@ -72,69 +86,90 @@ def _blur_hwnk(heatmaps: np.ndarray, sigma: float, kernel: int) -> np.ndarray:
     blurred = np.empty_like(stacked)
     for start in range(0, n * k, _CV_MAX_CHANNELS):
         part = stacked[:, :, start:start + _CV_MAX_CHANNELS]
-        out = cv2.GaussianBlur(part, (kernel, kernel), sigma, borderType=cv2.BORDER_CONSTANT)
+        out = cv2.GaussianBlur(part, (DARK_KERNEL, DARK_KERNEL), 0, borderType=cv2.BORDER_CONSTANT)
         blurred[:, :, start:start + _CV_MAX_CHANNELS] = out.reshape(h, w, -1)
     return blurred.reshape(h, w, n, k)
 
 
 def _dark_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """DARK (Zhang et al., CVPR 2020; ilovepose/DarkPose `get_final_preds`/`taylor`) sub-pixel offsets.
+    """DARK (Zhang et al., CVPR 2020) Taylor step from the argmax, as MMPose v0.29.0 `_taylor`.
 
-    A Gaussian's log is a quadratic, so one Newton step from the argmax on log(blurred heatmap) lands on
-    its centre: offset = -H^-1 g with finite-difference gradient g and Hessian H at the peak, using the
-    reference's stencil (second derivatives over two pixels, so it needs two neighbours each side).
-    heatmaps (N, H, W, K); coords (N, K, 2) their argmax; peaks (N, K) their maximum values.
-    Returns (offsets (N, K, 2) float32, stepped (N, K) bool). No step (offset 0, stepped False) where
-    the peak is within 2 px of the border (the stencil does not fit) or the Hessian is not negative
-    definite (not a maximum: the step would go the wrong way).
+    A Gaussian's log is a quadratic, so one Newton step from the argmax on log(blurred heatmap) lands
+    on its centre: offset = -H^-1 g with finite-difference gradient g and Hessian H at the peak, over
+    two pixels each side. heatmaps (N, H, W, K); coords (N, K, 2) their argmax; peaks (N, K) their
+    maximum values. Returns (offsets (N, K, 2) float32, stepped (N, K) bool), unclipped.
+
+    As the reference: no step where `not (1 < px < W - 2 and 1 < py < H - 2)` (the stencil does not
+    fit; the argmax stays), a step wherever the Hessian's determinant is non-zero, whatever its sign
+    or size. The arithmetic is the reference's float32 (its heatmaps are float32 and it never leaves
+    float32), and the inverse is the same np.linalg.inv on the same 2 x 2 float32 matrices, so the
+    results agree to the last bits, ill-conditioned Hessians included.
+    Not in the reference, where it would produce NaN or raise (never on a real network's maps): no
+    step where the blurred map's maximum is 0 (the reference divides by it) or the step is not finite.
     """
     n, h, w, k = heatmaps.shape
-    blurred = _blur_hwnk(heatmaps, DARK_SIGMA, DARK_KERNEL)
-    # The reference rescales each blurred map to the raw map's maximum, then clamps at 1e-10 before
-    # the log (so empty maps stay finite). The rescale only moves where the clamp bites; it is
-    # applied here to the nine values the stencil reads instead of to every pixel.
-    blurred_max = blurred.max(axis=(0, 1))
-    ratio = np.divide(peaks, blurred_max, out=np.zeros_like(blurred_max), where=blurred_max > 0)
+    offsets = np.zeros((n, k, 2), np.float32)
+    stepped = np.zeros((n, k), bool)
     x = coords[..., 0].astype(np.int64)
     y = coords[..., 1].astype(np.int64)
-    inside = (x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)
-    people, joints = np.arange(n)[:, None], np.arange(k)[None, :]
+    inside = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
+    if not inside.any():
+        return offsets, stepped
+    blurred = _blur_hwnk(heatmaps)
+    # MMPose rescales each blurred map to the raw map's maximum (`*= origin_max / np.max(blurred)`)
+    # before the log; here only the nine values the stencil reads are rescaled, with the same
+    # float32 operations, so they are the same numbers.
+    blurred_max = blurred.max(axis=(0, 1))
+    nonzero = blurred_max != 0
+    ratio = np.divide(peaks.astype(np.float32), blurred_max, out=np.zeros_like(blurred_max), where=nonzero)
+    inside &= nonzero
 
     def log_at(dx: int, dy: int) -> np.ndarray:
-        # Clipped indices keep the gather in range; values at border peaks are discarded by `inside`.
-        values = blurred[np.clip(y + dy, 0, h - 1), np.clip(x + dx, 0, w - 1), people, joints] * ratio
-        return np.log(np.maximum(values.astype(np.float64), 1e-10))
+        values = _gather(blurred, x + dx, y + dy) * ratio
+        return np.log(np.maximum(values, np.float32(DARK_LOG_FLOOR)))
 
-    center = log_at(0, 0)
-    dx = 0.5 * (log_at(1, 0) - log_at(-1, 0))
-    dy = 0.5 * (log_at(0, 1) - log_at(0, -1))
-    dxx = 0.25 * (log_at(2, 0) - 2 * center + log_at(-2, 0))
-    dyy = 0.25 * (log_at(0, 2) - 2 * center + log_at(0, -2))
-    dxy = 0.25 * (log_at(1, 1) - log_at(1, -1) - log_at(-1, 1) + log_at(-1, -1))
-    det = dxx * dyy - dxy * dxy
-    # Negative definite (a true maximum): dxx < 0 and det > 0. The small margin keeps flat,
-    # numerically singular Hessians (all-equal or empty maps) out of the division.
-    stepped = inside & (dxx < -1e-12) & (det > 1e-12)
-    safe_det = np.where(stepped, det, 1.0)
-    # offset = -H^-1 g, with H^-1 = [[dyy, -dxy], [-dxy, dxx]] / det
-    off_x = -(dyy * dx - dxy * dy) / safe_det
-    off_y = -(dxx * dy - dxy * dx) / safe_det
-    offsets = np.stack([off_x, off_y], axis=-1)
-    # A Gaussian's step from its argmax is under a pixel on each axis. A longer one means the
-    # quadratic model does not hold there (noise, two peaks side by side, a nearly flat top), and
-    # the step can land tens of pixels off the map: no step then.
-    stepped &= (np.abs(offsets) <= 1.0).all(axis=-1)
-    offsets = offsets * stepped[..., None]
-    return offsets.astype(np.float32), stepped
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # The reference's expressions in its order (float32 rounding depends on it).
+        center = log_at(0, 0)
+        dx = np.float32(0.5) * (log_at(1, 0) - log_at(-1, 0))
+        dy = np.float32(0.5) * (log_at(0, 1) - log_at(0, -1))
+        dxx = np.float32(0.25) * (log_at(2, 0) - 2 * center + log_at(-2, 0))
+        dxy = np.float32(0.25) * (log_at(1, 1) - log_at(1, -1) - log_at(-1, 1) + log_at(-1, -1))
+        dyy = np.float32(0.25) * (log_at(0, 2) - 2 * center + log_at(0, -2))
+        step = inside & (dxx * dyy - dxy * dxy != 0)
+        if step.any():
+            hessian = np.stack([dxx[step], dxy[step], dxy[step], dyy[step]], axis=-1).reshape(-1, 2, 2)
+            gradient = np.stack([dx[step], dy[step]], axis=-1).reshape(-1, 2, 1)
+            inverse = _inverse_2x2(hessian)
+            found = (-inverse @ gradient)[..., 0]  # (M, 2) x, y
+            ok = np.isfinite(found).all(axis=-1)
+            step[step] = ok
+            offsets[step] = found[ok]
+    return offsets, step
+
+
+def _inverse_2x2(matrices: np.ndarray) -> np.ndarray:
+    """np.linalg.inv of (M, 2, 2) float32, as the reference calls it per matrix; a matrix LAPACK
+    finds singular (det != 0 in float32 but a zero pivot, where the reference would raise) gets NaN."""
+    try:
+        return np.linalg.inv(matrices)
+    except np.linalg.LinAlgError:
+        out = np.full_like(matrices, np.nan)
+        for i, matrix in enumerate(matrices):
+            try:
+                out[i] = np.linalg.inv(matrix)
+            except np.linalg.LinAlgError:
+                pass
+        return out
 
 
 def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark") -> tuple[np.ndarray, np.ndarray]:
     """Keypoints from heatmaps (N, H, W, K).
 
-    method: "dark" (DARK Taylor refinement, the quarter shift where it cannot step), "quarter" (the
-    official SimpleBaseline quarter-pixel shift) or "argmax" (integer peak).
+    method: "dark" (MMPose's 'unbiased' DARK Taylor refinement, argmax where it cannot step),
+    "quarter" (the official SimpleBaseline quarter-pixel shift) or "argmax" (integer peak).
     Returns (coords (N, K, 2) float32 x, y in heatmap pixels, scores (N, K) float32 = peak value of the
-    raw heatmap). Near-zero or all-equal heatmaps decode to finite values.
+    raw heatmap). Every coordinate lies on the map, 0 <= x <= W - 1 and 0 <= y <= H - 1.
     """
     if method not in DECODE_METHODS:
         raise ValueError(f"decode method must be one of {DECODE_METHODS}, not {method!r}")
@@ -144,13 +179,23 @@ def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark") -> tuple[np.ndar
         return coords, scores
     if method == "quarter":
         return coords + _quarter_offsets(heatmaps, coords), scores
-    offsets, stepped = _dark_offsets(heatmaps, coords, scores)
-    # Where DARK cannot step (peaks within 2 px of the border, flat maps) fall back to the quarter
-    # shift instead of the reference's bare argmax: on sigma-2 Gaussians centred anywhere on the map
-    # (11% of them there) it cuts those peaks' mean error from 0.38 to 0.22 px and the whole-map
-    # mean from 0.061 to 0.044 px (benchmarks/decode_bench.py).
-    fallback = _quarter_offsets(heatmaps, coords)
-    return coords + np.where(stepped[..., None], offsets, fallback), scores
+    offsets, _ = _dark_offsets(heatmaps, coords, scores)
+    return clip_to_map(coords + offsets, heatmaps.shape[1:3]), scores
+
+
+def clip_to_map(coords: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """coords (N, K, 2) x, y clipped to the heatmap of size (H, W): [0, W - 1] x [0, H - 1].
+
+    Why: on a map with no clean peak (two joints side by side, noise, a flat top) the Hessian is
+    nearly singular and the reference's Taylor step can be tens or thousands of pixels long. MMPose
+    takes it wherever it lands; here the keypoint stops at the edge of the crop the network saw.
+    Clipping instead of refusing keeps the reference's step wherever it stays on the map: on weak
+    noisy peaks the unguarded step is closer to the truth than a guarded one
+    (benchmarks/decode_bench.py).
+    """
+    h, w = size
+    upper = np.array([w - 1, h - 1], np.float32)
+    return np.clip(coords, np.float32(0), upper).astype(np.float32)
 
 
 def flip_back(heatmaps_flipped: np.ndarray, flip_index, shift: bool = True) -> np.ndarray:
@@ -159,10 +204,12 @@ def flip_back(heatmaps_flipped: np.ndarray, flip_index, shift: bool = True) -> n
     heatmaps_flipped: (N, H, W, K). flip_index: length-K permutation (app.skeleton.flip_index()):
     channel j of the result is channel flip_index[j] of the mirrored prediction (left <-> right).
     shift: move the result one pixel right (column 0 keeps its value), as the official
-    TEST.SHIFT_HEATMAP. Why: heatmap pixel j sits on input pixel 4j, and mirroring the 192-pixel input
-    sends 4j to 191 - 4j = 4 (47.75 - j) while mirroring the 48-pixel heatmap sends j to 47 - j; the
-    mirrored heatmap is 0.75 px left of where it belongs, and a whole-pixel shift is the closest fix.
-    Returns (N, H, W, K) float32.
+    TEST.SHIFT_HEATMAP / MMPose test_cfg shift_heatmap=True. Why: heatmap pixel j sits on input pixel
+    4j, and mirroring the 192-pixel input sends 4j to 191 - 4j = 4 (47.75 - j) while mirroring the
+    48-pixel heatmap sends j to 47 - j; the mirrored heatmap is 0.75 px left of where it belongs, and
+    a whole-pixel shift is the closest fix.
+    Returns (N, H, W, K) float32. The flip test then averages (heatmaps + flip_back(...)) * 0.5
+    (app.pose), as MMPose v0.29.0 TopDown.forward_test, and decodes the average.
     """
     out = np.asarray(heatmaps_flipped, np.float32)[:, :, ::-1, :][..., list(flip_index)]
     out = np.ascontiguousarray(out)
