@@ -1,6 +1,7 @@
 """Trained SimpleBaseline weights: convert PyTorch checkpoints to Keras, download the MMPose ones, load.
 
     python -m app.weights download [NAME]        # an MMPose model-zoo checkpoint, verified, converted
+    python -m app.weights download NAME --accept-unverified  # one whose sha256 does not match its name
     python -m app.weights convert SRC.pth [DST]  # a checkpoint you already have
 
 A converted model is two files in weights/: `<name>.weights.h5` (Keras weights) and `<name>.json`
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import pickle
+import pickletools
 import re
 import sys
 import urllib.error
@@ -100,21 +102,97 @@ _NUMPY_DATA_GLOBALS = (
 # --- reading checkpoints ---------------------------------------------------------------------------
 
 def _load_pickle(path: Path) -> object:
-    """torch.load with weights_only=True: tensors and plain containers only, never code."""
+    """torch.load with weights_only=True: tensors and plain containers only, never code.
+
+    Reads both formats torch has written: zip (torch >= 1.6) and legacy (one pickle stream followed by
+    the raw storages; the 2018 Microsoft and 2020 MMPose files), including legacy files whose
+    tensors were saved from `torch.cuda.FloatStorage` on 'cuda:0' (map_location moves them here).
+    Every failure is a WeightsError with one line: a pickle that asks for a class or function outside
+    the allowlist is "could run code"; anything else (cut short, random bytes, text) is damage.
+    """
     import torch
 
     try:
         with torch.serialization.safe_globals(_NUMPY_DATA_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only load failed" in str(error).lower():
+        # The weights-only unpickler says "Unsupported global" both for a complete pickle that asks
+        # for os.system and for one cut inside a GLOBAL's name, or bytes that happen to spell one:
+        # only a pickle that parses to its end is refused as code.
+        if _refused_global(error) and _pickle_problem(path) is None:
             raise WeightsError(
-                f"{path} holds Python objects ({_unsafe_globals(path)}) that could run code when "
+                f"{path} holds Python objects ({_unsafe_globals(path, error)}) that could run code when "
                 f"loaded; refusing it: use a plain state_dict checkpoint ({DOWNLOAD_HINT} fetches one)"
             ) from None
-        raise WeightsError(f"{path} is truncated or not a PyTorch checkpoint ({_first_line(error)}); download it again") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
-        raise WeightsError(f"{path} is truncated or not a PyTorch checkpoint ({_first_line(error)}); download it again") from None
+        raise WeightsError(_damaged(path, error)) from None
+    except Exception as error:
+        # Why so broad: torch.load on damaged bytes fails with whatever the first bad byte trips
+        # (EOFError, IndexError, struct.error, KeyError, RuntimeError, ValueError, OverflowError,
+        # UnicodeDecodeError, zipfile.BadZipFile, MemoryError for an absurd storage size ...); for
+        # the user they all mean one thing, and none of them may surface as a traceback.
+        raise WeightsError(_damaged(path, error)) from None
+
+
+_REFUSED_GLOBAL = re.compile(
+    r"Unsupported global: GLOBAL (\S+)|unsupported GLOBAL (\S+)|Can only create new object"
+    r"|Trying to call reduce for unrecognized function"
+)
+
+
+def _refused_global(error: BaseException) -> bool:
+    """Whether torch's weights-only unpickler refused a global (a class or function), not a byte."""
+    return _REFUSED_GLOBAL.search(str(error)) is not None
+
+
+def _pickle_problem(path: Path) -> str | None:
+    """What is wrong with the checkpoint's pickle stream, or None when it parses to its end.
+
+    pickletools only reads the opcodes, it runs none. Zip checkpoints: torch only reached the
+    unpickler after reading the zip's central directory (at the end of the file), so the file is
+    whole: None. Legacy: four pickles in a row (magic number, protocol, system info, the object),
+    each must reach its STOP opcode.
+    """
+    if zipfile.is_zipfile(path):
+        return None
+    with open(path, "rb") as file:
+        try:
+            for _ in range(4):
+                for _ in pickletools.genops(file):
+                    pass
+        except Exception as error:  # pickletools raises ValueError, for a bad opcode and for the end
+            if "exhausted" in str(error) or file.tell() >= path.stat().st_size:
+                return "its pickle data stops before its end"
+            return f"byte {file.tell()} is not pickle data"
+    return None
+
+
+def _damaged(path: Path, error: BaseException) -> str:
+    """The one line for a file that is cut short or is not a checkpoint at all."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        head = file.read(64)
+    if size == 0:
+        reason = "the file is empty"
+    elif head.isascii() and (head.decode("ascii").isprintable() or b"\n" in head):
+        reason = "it is a text file"  # an HTML error page or a Git LFS pointer saved under the name
+    elif (problem := _pickle_problem(path)) is not None:
+        reason = f"{size} bytes, {problem}"
+    else:
+        detail = _unpickler_reason(error)
+        if detail != type(error).__name__:
+            detail = f"{type(error).__name__}: {detail}"
+        reason = f"{size} bytes, {detail[:120]}"
+    return f"{path} is truncated or not a PyTorch checkpoint ({reason}); download it again"
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """The line that says what went wrong: torch wraps the weights-only unpickler's reason in advice
+    to load with weights_only=False, which is the one thing not to do with a damaged download."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _first_line(error: BaseException) -> str:
@@ -122,14 +200,15 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _unsafe_globals(path: Path) -> str:
+def _unsafe_globals(path: Path, error: BaseException | None = None) -> str:
     """The classes/functions a refused pickle asks for, for the error message."""
     import torch
 
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # the legacy (non-zip) format cannot be listed; the refusal stands either way
-        return "classes or functions"
+    except Exception:  # the legacy (non-zip) format cannot be listed: name the one the unpickler met
+        match = _REFUSED_GLOBAL.search(str(error or ""))
+        names = [name for name in (match.groups() if match else ()) if name]
     return ", ".join(names[:3]) or "classes or functions"
 
 
@@ -274,9 +353,28 @@ def checkpoint_stem(path: Path) -> str:
 
 
 def input_size_from_name(name: str) -> tuple[int, int] | None:
-    """(H, W) from an 'HxW' in a checkpoint name (both zoos name files this way), else None."""
+    """(H, W) from an 'HxW' in a checkpoint name (both zoos name files this way), else None.
+
+    Raises WeightsError when that size is not a multiple of 32 (the network cannot be built for it).
+    """
     sizes = {(int(h), int(w)) for h, w in re.findall(r"(?<!\d)(\d{2,4})x(\d{2,4})(?!\d)", name)}
-    return sizes.pop() if len(sizes) == 1 else None
+    if len(sizes) != 1:
+        return None
+    size = sizes.pop()
+    problem = input_size_problem(size)
+    if problem:
+        raise WeightsError(f"{name} names the input size {size[0]}x{size[1]}, but {problem}; "
+                           "give the size the model was trained at with --input-size HxW")
+    return size
+
+
+def input_size_problem(size: tuple[int, int]) -> str | None:
+    """Why a SimpleBaseline cannot be built for (H, W), or None: the backbone divides by 32 and the
+    deconvolutions multiply back by 8, so both sides must be positive multiples of 32."""
+    height, width = size
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        return "both sides must be multiples of 32 (256x192, 384x288, ...)"
+    return None
 
 
 def sidecar_path(weights_path: Path) -> Path:
@@ -459,18 +557,36 @@ def expected_sha256_prefix(url: str) -> str:
     return match.group(1)
 
 
-def fetch(url: str, folder: Path = WEIGHTS_DIR, timeout: float = 15.0) -> Path:
+UNVERIFIED_SUFFIX = ".unverified"
+ACCEPT_FLAG = "--accept-unverified"
+
+
+def fetch(url: str, folder: Path = WEIGHTS_DIR, timeout: float = 15.0, accept_unverified: bool = False) -> Path:
     """Download `url` into folder/<file name>, checked against the sha256 prefix in its name.
 
-    Downloads into a hidden temp file and renames it only once complete and verified, so a failed,
-    cut or mismatched download leaves nothing behind. An existing verified file is reused.
+    Downloads into a hidden temp file and renames it only once complete, so a failed or cut download
+    leaves nothing behind. An existing verified file is reused.
+
+    The prefix rule (MMPose names files `<name>-<first 8 hex of sha256>_<date>.pth`) is confirmed
+    by an outside source for res50_coco_256x192 only. A complete download whose sha256 does not
+    start with it is kept as `<file name>.unverified` (not converted, not used) and reported in one
+    line that says how to accept it; a later call finds that file and does not download again.
+    accept_unverified: use such a file (the one already kept, else the fresh download) all the same.
     """
     folder = Path(folder)
     name = Path(urllib.parse.urlparse(url).path).name
     target = folder / name
+    unverified = folder / (name + UNVERIFIED_SUFFIX)
     prefix = expected_sha256_prefix(url)
-    if target.is_file() and sha256_of(target).startswith(prefix):
+    if target.is_file() and (accept_unverified or sha256_of(target).startswith(prefix)):
         return target
+    if unverified.is_file():
+        # Downloaded before, complete, with another checksum: downloading it again would fetch the
+        # same bytes (one try is all a user asked for, never a loop).
+        if accept_unverified:
+            os.replace(unverified, target)
+            return target
+        raise DownloadError(_unverified_message(unverified, sha256_of(unverified), prefix, downloaded=False))
     manual = f"download {url} by hand and run: python -m app.weights convert {name}"
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -500,16 +616,24 @@ def fetch(url: str, folder: Path = WEIGHTS_DIR, timeout: float = 15.0) -> Path:
                     raise DownloadError(f"download of {name} broke off after {received} bytes ({error}); {manual}") from None
                 if expected and received != expected:
                     raise DownloadError(f"download of {name} stopped at {received} of {expected} bytes; try again or {manual}")
-        if not digest.hexdigest().startswith(prefix):
-            raise DownloadError(
-                f"{name} has sha256 {digest.hexdigest()[:8]}..., its name says {prefix}...; "
-                f"the file is damaged or not the published one: try again or {manual}"
-            )
-        os.replace(temp, target)
+        if digest.hexdigest().startswith(prefix) or accept_unverified:
+            os.replace(temp, target)
+            return target
+        os.replace(temp, unverified)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    return target
+    raise DownloadError(_unverified_message(unverified, digest.hexdigest(), prefix, downloaded=True))
+
+
+def _unverified_message(path: Path, sha256: str, prefix: str, downloaded: bool) -> str:
+    """One line: what did not match, where the file is, how to accept it or start over."""
+    when = "downloaded" if downloaded else "already downloaded"
+    return (
+        f"{path.name.removesuffix(UNVERIFIED_SUFFIX)} ({when}) has sha256 {sha256[:8]}..., but its name says "
+        f"{prefix}...; kept as {path}, not converted. If you trust the server, rerun the same download "
+        f"command with {ACCEPT_FLAG} to convert it; to download it again instead, delete that file"
+    )
 
 
 def download(
@@ -517,11 +641,12 @@ def download(
     folder: Path = WEIGHTS_DIR,
     base_url: str | None = None,
     timeout: float = 15.0,
+    accept_unverified: bool = False,
 ) -> Path:
     """Download the MMPose checkpoint `name` (see MODEL_ZOO), verify it, convert it; returns the .weights.h5.
 
     base_url replaces the server and folder of the zoo URL (a mirror, or a test server); the file
-    name, and so its checksum, stays the zoo's.
+    name, and so its checksum, stays the zoo's. accept_unverified: see fetch().
     """
     if name not in MODEL_ZOO:
         raise DownloadError(f"unknown checkpoint {name!r}; choose one of: {', '.join(MODEL_ZOO)}")
@@ -529,7 +654,7 @@ def download(
     url = entry.url
     if base_url:
         url = base_url.rstrip("/") + "/" + Path(urllib.parse.urlparse(entry.url).path).name
-    return download_url(url, folder, input_size=entry.input_size, timeout=timeout)
+    return download_url(url, folder, input_size=entry.input_size, timeout=timeout, accept_unverified=accept_unverified)
 
 
 def download_url(
@@ -537,9 +662,10 @@ def download_url(
     folder: Path = WEIGHTS_DIR,
     input_size: tuple[int, int] | None = None,
     timeout: float = 15.0,
+    accept_unverified: bool = False,
 ) -> Path:
     """fetch() a checkpoint whose name carries its sha256 prefix, then convert() it beside itself."""
-    checkpoint = fetch(url, folder, timeout=timeout)
+    checkpoint = fetch(url, folder, timeout=timeout, accept_unverified=accept_unverified)
     dst = Path(folder) / (checkpoint_stem(checkpoint) + KERAS_SUFFIX)
     return convert(checkpoint, dst, input_size=input_size, source=url)
 
@@ -550,7 +676,11 @@ def _size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)x(\d+)", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x192, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    size = int(match.group(1)), int(match.group(2))
+    problem = input_size_problem(size)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
+    return size
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -574,6 +704,8 @@ def _parser() -> argparse.ArgumentParser:
     download_cmd.add_argument("--url", help="base URL to download from instead of download.openmmlab.com")
     download_cmd.add_argument("--dir", type=Path, default=WEIGHTS_DIR, help="folder for the checkpoint and the converted files")
     download_cmd.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server")
+    download_cmd.add_argument(ACCEPT_FLAG, action="store_true",
+                              help="convert the file even if its sha256 does not start with the 8 hex characters in its name")
     return parser
 
 
@@ -586,7 +718,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "convert":
         path = convert(args.src, args.dst, input_size=args.input_size, num_joints=args.joints)
     else:
-        path = download(args.name, args.dir, base_url=args.url, timeout=args.timeout)
+        path = download(args.name, args.dir, base_url=args.url, timeout=args.timeout,
+                        accept_unverified=args.accept_unverified)
     info = read_sidecar(path)
     height, width = info["input_size"]
     print(f"wrote {path} (SimpleBaseline-R{info['depth']}, {info['num_joints']} joints, {height}x{width})")

@@ -4,8 +4,10 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import socket
 import threading
+from collections import OrderedDict
 
 import keras
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 
 from app import weights
 from app.errors import DownloadError, MissingWeightsError, WeightsError
+from legacy_checkpoint import pickled_globals_and_locations, save_legacy
 from torch_reference import randomized_pose_resnet, save_microsoft, save_mmpose
 
 PARITY_TOLERANCE = 1e-4
@@ -151,6 +154,163 @@ def test_numpy_values_in_meta_are_data_not_code(reference, tmp_path):
     np.testing.assert_array_equal(state["final_layer.bias"], reference.final_layer.bias.detach().numpy())
 
 
+# --- legacy (pre-zip) files, as the published ones -------------------------------------------------
+
+def mmpose_layout(model) -> dict:
+    """An MMPose 2020 checkpoint's object: numpy-1 values in meta, backbone./keypoint_head. keys."""
+    state = OrderedDict(
+        (f"keypoint_head.{key}" if key.startswith(("deconv_layers.", "final_layer.")) else f"backbone.{key}", value)
+        for key, value in model.state_dict().items()
+    )
+    meta = {"mmcv_version": "1.0.5", "time": "Thu Jul  9 02:05:11 2020", "epoch": 210, "iter": 97920,
+            "hook_msgs": {"best_score": np.float64(0.7178), "last_ckpt": "work_dirs/epoch_210.pth"},
+            "seed": np.int64(0), "lr_steps": np.array([170, 200]), "lr": np.float32(1e-5)}
+    return {"meta": meta, "state_dict": state}
+
+
+@pytest.fixture(scope="module")
+def legacy_mmpose(reference, checkpoint_dir):
+    return save_legacy(mmpose_layout(reference), checkpoint_dir / "res50_coco_256x192-legacy_20200709.pth")
+
+
+@pytest.fixture(scope="module")
+def legacy_microsoft(reference, checkpoint_dir):
+    state = OrderedDict((f"module.{key}", value) for key, value in reference.state_dict().items())
+    return save_legacy(state, checkpoint_dir / "legacy_pose_resnet_50_256x192.pth.tar")
+
+
+def test_legacy_fixtures_are_what_the_published_files_are(legacy_mmpose, legacy_microsoft):
+    # Not zip; CUDA storages on cuda:0; numpy scalars and arrays under their numpy-1 names.
+    for path in (legacy_mmpose, legacy_microsoft):
+        assert not zipfile_like(path)
+        names, locations = pickled_globals_and_locations(path)
+        assert "torch.cuda FloatStorage" in names and "torch FloatStorage" not in names
+        assert locations == {"cuda:0"}
+    names, _ = pickled_globals_and_locations(legacy_mmpose)
+    assert {"numpy.core.multiarray scalar", "numpy.core.multiarray _reconstruct", "numpy dtype"} <= names
+    assert not any(name.startswith("numpy._core") for name in names)
+
+
+def zipfile_like(path) -> bool:
+    return path.read_bytes()[:2] == b"PK"
+
+
+def test_legacy_gpu_checkpoints_read_exactly(legacy_mmpose, legacy_microsoft, reference):
+    expected = {key: value.numpy() for key, value in reference.state_dict().items() if "num_batches" not in key}
+    for path, layout in ((legacy_mmpose, "mmpose"), (legacy_microsoft, "microsoft")):
+        state, found = weights.read_checkpoint(path)
+        assert found == layout and state.keys() == expected.keys()
+        for key, value in expected.items():
+            np.testing.assert_array_equal(state[key], value, err_msg=key)
+
+
+def test_legacy_gpu_mmpose_checkpoint_converts_to_identical_heatmaps(legacy_mmpose, expected, batch, tmp_path, capsys):
+    assert weights.main(["convert", str(legacy_mmpose), str(tmp_path / "legacy.weights.h5")]) == 0
+    assert "SimpleBaseline-R50, 17 joints, 256x192" in capsys.readouterr().out
+    assert_parity(tmp_path / "legacy.weights.h5", expected, batch)
+
+
+def cut_points(data: bytes, path) -> list[int]:
+    """30 places to cut a legacy file: 20 inside its pickles (where the unpickler trips over a cut),
+    10 spread over the storage bytes after them."""
+    import pickletools
+
+    with open(path, "rb") as file:
+        for _ in range(4):
+            for _ in pickletools.genops(file):
+                pass
+        pickles_end = file.tell()
+    inside = np.linspace(1, pickles_end, 20, dtype=int)
+    after = np.linspace(pickles_end + 1, len(data) - 1, 10, dtype=int)
+    return sorted({int(cut) for cut in np.concatenate([inside, after])})
+
+
+def test_truncated_legacy_checkpoints_give_one_line_exit_5(legacy_mmpose, tmp_path, capsys):
+    data = legacy_mmpose.read_bytes()
+    cuts = cut_points(data, legacy_mmpose)
+    assert len(cuts) == 30
+    src = tmp_path / "res50_coco_256x192-cut.pth"
+    for cut in cuts:
+        src.write_bytes(data[:cut])
+        code = weights.main(["convert", str(src), str(tmp_path / "out" / "cut.weights.h5")])
+        err = capsys.readouterr().err
+        assert code == WeightsError.exit_code, (cut, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, (cut, err)
+        assert "truncated or not a PyTorch checkpoint" in err and "could run code" not in err, (cut, err)
+        assert not (tmp_path / "out").exists()
+
+
+def test_every_cut_of_a_small_legacy_file_is_reported_as_truncated(tmp_path):
+    # Every byte offset of a small legacy file with the same ingredients (CUDA storages, numpy-1
+    # meta): the unpickler fails in a dozen ways (EOFError, IndexError, struct.error, a GLOBAL cut
+    # mid-name that reads as an unknown global ...), each must come out as one WeightsError.
+    small = save_legacy(
+        {"meta": {"best": np.float64(0.7), "steps": np.array([1, 2])},
+         "state_dict": OrderedDict(w=torch.randn(3, 2), b=torch.arange(4))},
+        tmp_path / "small.pth",
+    )
+    data = small.read_bytes()
+    assert weights._load_pickle(small)["meta"]["best"] == 0.7  # whole, it loads
+    cut = tmp_path / "cut.pth"
+    for size in range(len(data)):
+        cut.write_bytes(data[:size])
+        with pytest.raises(WeightsError) as error:
+            weights._load_pickle(cut)
+        message = str(error.value)
+        assert "truncated or not a PyTorch checkpoint" in message and "\n" not in message, (size, message)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (os.urandom(4096), "is not pickle data|stops before its end"),
+        (b"\x80\x02" + os.urandom(4096), "is not pickle data|stops before its end"),  # a pickle header, then noise
+        (b"<html><body>503 Service Unavailable</body></html>\n", "text file"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:ec54d7f3\nsize 102\n", "text file"),
+        (b"", "empty"),
+    ],
+    ids=["random bytes", "pickle header + noise", "html page", "lfs pointer", "empty"],
+)
+def test_plain_corruption_is_reported_as_damage_not_as_code(content, reason, tmp_path, capsys):
+    src = tmp_path / "broken.pth"
+    src.write_bytes(content)
+    assert weights.main(["convert", str(src), str(tmp_path / "b.weights.h5")]) == WeightsError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "truncated or not a PyTorch checkpoint" in err
+    assert re.search(reason, err) and "could run code" not in err
+
+
+def test_legacy_checkpoint_carrying_code_is_refused_as_code(reference, tmp_path):
+    # The refusal still names what the pickle asked for when the format cannot be listed by torch.
+    marker = tmp_path / "code_ran"
+    src = save_legacy({"meta": RunsCode(marker), "state_dict": reference.state_dict()}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError, match=r"could run code") as error:
+        weights.read_checkpoint(src)
+    assert "mkdir" in str(error.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("size", ["250x190", "256x200", "0x0"])
+def test_input_size_not_a_multiple_of_32_is_one_line(microsoft_checkpoint, size, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        weights.main(["convert", str(microsoft_checkpoint), str(tmp_path / "x.weights.h5"), "--input-size", size])
+    assert exit_.value.code == 2  # argparse's usage line and its one error line, as every bad option
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(f"argument --input-size: {size}: both sides must be multiples of 32 (256x192, 384x288, ...)")
+    assert "Traceback" not in err
+    assert converted_files(tmp_path) == []
+
+
+def test_input_size_in_the_file_name_not_a_multiple_of_32_is_one_line(microsoft_checkpoint, tmp_path, capsys):
+    src = tmp_path / "pose_resnet_50_250x190.pth"
+    src.write_bytes(microsoft_checkpoint.read_bytes())
+    assert weights.main(["convert", str(src), str(tmp_path / "x.weights.h5")]) == WeightsError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "input size 250x190" in err and "--input-size" in err
+    # --input-size overrides the name.
+    assert weights.main(["convert", str(src), str(tmp_path / "x.weights.h5"), "--input-size", "256x192"]) == 0
+
+
 def test_joint_count_other_than_asked_is_refused(microsoft_checkpoint, tmp_path, capsys):
     code = weights.main(["convert", str(microsoft_checkpoint), str(tmp_path / "x.weights.h5"), "--joints", "5"])
     assert code == WeightsError.exit_code
@@ -240,13 +400,22 @@ def test_names_give_stem_and_input_size():
 
 # --- download ----------------------------------------------------------------------------------------
 
+class Routes(dict):
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+
 @pytest.fixture
 def server():
-    """A local HTTP server: routes maps a path to (body, Content-Length to announce)."""
-    routes = {}
+    """A local HTTP server: routes maps a path to (body, Content-Length to announce); routes.requests
+    lists every path asked for, in order."""
+    routes = Routes()
+    requests = routes.requests
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            requests.append(self.path)
             if self.path not in routes:
                 self.send_error(404)
                 return
@@ -287,13 +456,66 @@ def test_download_verifies_then_converts(server, checkpoint_dir, tmp_path):
     assert_parity(out, torch_heatmaps(reference, batch), batch)
 
 
-def test_download_with_wrong_checksum_leaves_nothing(server, tmp_path):
+def test_download_with_wrong_checksum_is_kept_unverified_and_not_fetched_again(server, checkpoint_dir, tmp_path, capsys):
+    base, routes = server
+    zoo_name = weights.MODEL_ZOO["res50_coco_256x192"].url.rsplit("/", 1)[1]
+    reference = randomized_pose_resnet(depth=50, num_joints=17, seed=4)
+    data = save_mmpose(reference, checkpoint_dir / "unverified.pth").read_bytes()
+    assert not hashlib.sha256(data).hexdigest().startswith("ec54d7f3")
+    routes[f"/{zoo_name}"] = (data, len(data))
+    command = ["download", "res50_coco_256x192", "--url", base, "--dir", str(tmp_path)]
+
+    assert weights.main(command) == DownloadError.exit_code
+    err = capsys.readouterr().err
+    sha = hashlib.sha256(data).hexdigest()
+    assert err.count("\n") == 1
+    assert f"has sha256 {sha[:8]}..., but its name says ec54d7f3..." in err
+    assert f"kept as {tmp_path / (zoo_name + '.unverified')}, not converted" in err
+    assert "rerun the same download command with --accept-unverified" in err
+    assert converted_files(tmp_path) == [zoo_name + ".unverified"]
+    assert (tmp_path / (zoo_name + ".unverified")).read_bytes() == data
+    assert routes.requests == [f"/{zoo_name}"]
+
+    # Again: the same line, from the file kept, without a second download.
+    assert weights.main(command) == DownloadError.exit_code
+    assert "already downloaded" in capsys.readouterr().err
+    assert routes.requests == [f"/{zoo_name}"]
+
+    # Accepted: the kept file is converted, still without a download.
+    assert weights.main(command + ["--accept-unverified"]) == 0
+    stem = zoo_name.removesuffix(".pth")
+    assert converted_files(tmp_path) == sorted([zoo_name, f"{stem}.json", f"{stem}.weights.h5"])
+    assert routes.requests == [f"/{zoo_name}"]
+    assert weights.read_sidecar(tmp_path / f"{stem}.weights.h5")["source_sha256"] == sha
+    # And later downloads reuse the accepted file.
+    assert weights.main(command + ["--accept-unverified"]) == 0
+    assert routes.requests == [f"/{zoo_name}"]
+
+
+def test_accept_unverified_up_front_converts_the_fresh_download(server, checkpoint_dir, tmp_path):
+    base, routes = server
+    reference = randomized_pose_resnet(depth=50, num_joints=3, seed=5)
+    data = save_mmpose(reference, checkpoint_dir / "three.pth").read_bytes()
+    name = "res50_test_256x192-0badc0de_20240101.pth"
+    routes[f"/{name}"] = (data, len(data))
+    out = weights.download_url(f"{base}/{name}", tmp_path, accept_unverified=True)
+    assert weights.read_sidecar(out)["num_joints"] == 3
+    assert not (tmp_path / (name + ".unverified")).exists()
+
+
+def test_damaged_download_is_kept_unverified_then_refused_as_damage(server, tmp_path, capsys):
+    # A server that sends an error page with status 200: the checksum catches it, and accepting it
+    # anyway ends in the converter's one-line refusal, not a traceback.
     base, routes = server
     zoo_name = weights.MODEL_ZOO["res50_coco_256x192"].url.rsplit("/", 1)[1]
     routes[f"/{zoo_name}"] = (b"not the published checkpoint", 28)
     with pytest.raises(DownloadError, match="ec54d7f3"):
         weights.download("res50_coco_256x192", tmp_path, base_url=base)
-    assert converted_files(tmp_path) == []
+    assert converted_files(tmp_path) == [zoo_name + ".unverified"]
+    command = ["download", "--url", base, "--dir", str(tmp_path), "--accept-unverified"]
+    assert weights.main(command) == WeightsError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "it is a text file" in err
 
 
 def test_download_cut_short_leaves_nothing(server, tmp_path):
