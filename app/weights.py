@@ -676,11 +676,7 @@ def _size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)x(\d+)", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x192, got {text!r}")
-    size = int(match.group(1)), int(match.group(2))
-    problem = input_size_problem(size)
-    if problem:
-        raise argparse.ArgumentTypeError(f"{text}: {problem}")
-    return size
+    return int(match.group(1)), int(match.group(2))  # checked in _main, for a one-line error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -716,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     if args.command == "convert":
+        if args.input_size and (problem := input_size_problem(args.input_size)):
+            raise WeightsError(f"--input-size {args.input_size[0]}x{args.input_size[1]}: {problem}")
         path = convert(args.src, args.dst, input_size=args.input_size, num_joints=args.joints)
     else:
         path = download(args.name, args.dir, base_url=args.url, timeout=args.timeout,
