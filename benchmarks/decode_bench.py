@@ -21,7 +21,7 @@ from app.decode's parts:
 - "dark, quarter at border": the official DARK, and the quarter shift where its stencil does not fit.
 
 What it showed (2026-11-30, AMD EPYC 2 cores under load average 10, default arguments; README
-"Decoding"): the official DARK is 3-5x more precise than the quarter shift on every kind of map; the
+"Decoding"): the official DARK is 2-3x more precise than the quarter shift on every kind of map; the
 project's old guarded DARK is worse than the official one on weak peaks (mean 0.55 against 0.36 px),
 as issue 11 found; the quarter shift at DARK's border gains 0.004-0.007 px on the mean (0.03 input
 px), too little to offer a second DARK, so the product has only the official one.
