@@ -125,6 +125,8 @@ def _load_pickle(path: Path) -> object:
                 f"loaded; refusing it: use a plain state_dict checkpoint ({DOWNLOAD_HINT} fetches one)"
             ) from None
         raise WeightsError(_damaged(path, error)) from None
+    except PermissionError:
+        raise WeightsError(f"cannot read {path}: permission denied; check the file's permissions") from None
     except Exception as error:
         # Why so broad: torch.load on damaged bytes fails with whatever the first bad byte trips
         # (EOFError, IndexError, struct.error, KeyError, RuntimeError, ValueError, OverflowError,
@@ -154,7 +156,7 @@ def _pickle_problem(path: Path) -> str | None:
     """
     if zipfile.is_zipfile(path):
         return None
-    with open(path, "rb") as file:
+    with open(path, "rb") as file:  # readable: the caller has just read it
         try:
             for _ in range(4):
                 for _ in pickletools.genops(file):
@@ -168,9 +170,12 @@ def _pickle_problem(path: Path) -> str | None:
 
 def _damaged(path: Path, error: BaseException) -> str:
     """The one line for a file that is cut short or is not a checkpoint at all."""
-    size = path.stat().st_size
-    with open(path, "rb") as file:
-        head = file.read(64)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError:  # gone or unreadable since torch opened it: say what torch said
+        return f"{path} is truncated or not a PyTorch checkpoint ({_unpickler_reason(error)}); download it again"
     if size == 0:
         reason = "the file is empty"
     elif head.isascii() and (head.decode("ascii").isprintable() or b"\n" in head):

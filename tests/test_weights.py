@@ -541,3 +541,14 @@ def test_offline_fails_at_once_with_the_manual_route(tmp_path, capsys):
     message = capsys.readouterr().err
     assert "python -m app.weights convert" in message and message.count("\n") == 1
     assert converted_files(tmp_path) == []
+
+
+def test_unreadable_checkpoint_is_one_line(microsoft_checkpoint, tmp_path, capsys, monkeypatch):
+    # As torch.load fails on a file without read permission (simulated: the tests may run as root).
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(torch, "load", denied)
+    assert weights.main(["convert", str(microsoft_checkpoint), str(tmp_path / "x.weights.h5")]) == WeightsError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "permission denied" in err
