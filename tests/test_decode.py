@@ -99,6 +99,33 @@ def test_flip_test_equals_the_official_flip_then_decode(method, case):
     assert_official(np.ascontiguousarray(ours), method)
 
 
+class TwoAnswerRunner:
+    """Runner double: the given heatmaps for the crops, the other ones for the mirrored crops."""
+
+    input_size = (256, 192)
+
+    def __init__(self, heatmaps, heatmaps_of_mirrored):
+        self.answers = [heatmaps, heatmaps_of_mirrored]
+
+    def __call__(self, batch):
+        return self.answers.pop(0)
+
+
+@pytest.mark.parametrize("method", ["quarter", "dark"])
+def test_the_estimators_flip_test_is_the_official_one(method):
+    # Through PoseEstimator itself: the heatmaps it decodes are the official flip average, bit for bit.
+    from app.pose import PoseConfig, PoseEstimator
+
+    heatmaps = CASES["weak on the borders + noise 0.03"][:3]
+    mirrored = np.ascontiguousarray(CASES["noisy 0.1"][:3, :, ::-1])
+    estimator = PoseEstimator(TwoAnswerRunner(heatmaps, mirrored), PoseConfig(flip=True, decode=method))
+    boxes = np.array([[10, 20, 110, 220], [50, 60, 90, 160], [0, 0, 300, 400]], np.float32)
+    result = estimator.estimate(np.zeros((480, 640, 3), np.uint8), boxes, return_heatmaps=True)
+    official = official_flip_average(nchw(heatmaps), nchw(mirrored))
+    np.testing.assert_array_equal(nchw(result.heatmaps), official)
+    assert_official(result.heatmaps, method)
+
+
 def test_the_cases_reach_every_branch_of_the_official_rules():
     """The equality tests above cover what they claim: each border rule and each Taylor outcome."""
     everything = np.concatenate(list(CASES.values()))
