@@ -470,14 +470,36 @@ def convert(
 
 # --- load ------------------------------------------------------------------------------------------
 
-def default_weights_path(folder: str | Path | None = None) -> Path | None:
-    """The newest converted model in `folder` (default weights/): a .weights.h5 with its JSON, or None."""
+# Short names for `run_demo.py --model`: the network (matched against each sidecar, never a file
+# name) and the zoo checkpoint that provides it.
+MODEL_SHORTHANDS = {
+    "r50": ({"backbone": "resnet", "depth": 50}, "res50_coco_256x192"),
+    "mobilenetv2": ({"backbone": "mobilenetv2"}, "mobilenetv2_coco_256x192"),
+}
+
+
+def _is_model(weights_path: Path, model: str) -> bool:
+    """Whether the sidecar of `weights_path` describes the network MODEL_SHORTHANDS[model] names."""
+    try:
+        info = read_sidecar(weights_path)
+    except WeightsError:
+        return False
+    wanted, _ = MODEL_SHORTHANDS[model]
+    return all(info.get(key) == value for key, value in wanted.items())
+
+
+def default_weights_path(folder: str | Path | None = None, model: str | None = None) -> Path | None:
+    """The newest converted model in `folder` (default weights/): a .weights.h5 with its JSON, or None.
+
+    model: a MODEL_SHORTHANDS name, to pick the newest of that network only.
+    """
     folder = Path(folder) if folder is not None else WEIGHTS_DIR
     if not folder.is_dir():
         return None
     candidates = [
         path for path in folder.glob("*" + KERAS_SUFFIX)
         if not path.name.startswith(".") and sidecar_path(path).is_file()
+        and (model is None or _is_model(path, model))
     ]
     return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
 
@@ -497,22 +519,30 @@ def read_sidecar(weights_path: Path) -> dict:
     return {**info, **network, "num_joints": joints, "input_size": (height, width)}
 
 
-def resolve_weights(path: str | Path | None = None) -> Path:
+def resolve_weights(path: str | Path | None = None, model: str | None = None) -> Path:
     """The converted weights file to use, checked without loading it (cheap: for early CLI errors).
 
-    path None means the newest converted model in weights/. Raises MissingWeightsError (naming the
-    download and convert commands) when there is none, WeightsError when its JSON is missing or bad.
+    path None means the newest converted model in weights/, of the network `model` names when given
+    (a MODEL_SHORTHANDS key: "r50", "mobilenetv2"). Raises MissingWeightsError (naming the download
+    and convert commands) when there is none, WeightsError when its JSON is missing or bad or, with
+    both path and model, describes another network.
     """
+    if model is not None and model not in MODEL_SHORTHANDS:
+        raise WeightsError(f"unknown model {model!r}; choose one of: {', '.join(MODEL_SHORTHANDS)}")
     if path is None:
-        path = default_weights_path()
+        path = default_weights_path(model=model)
         if path is None:
+            download = DOWNLOAD_HINT + (f" {MODEL_SHORTHANDS[model][1]}" if model else "")
             raise MissingWeightsError(
-                f"no converted pose weights in {WEIGHTS_DIR}; run `{DOWNLOAD_HINT}` or `{CONVERT_HINT}`"
+                f"no converted {model + ' ' if model else ''}pose weights in {WEIGHTS_DIR}; "
+                f"run `{download}` or `{CONVERT_HINT}`"
             )
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"no pose weights at {path}; run `{DOWNLOAD_HINT}` or `{CONVERT_HINT}`")
-    read_sidecar(path)
+    info = read_sidecar(path)
+    if model is not None and not _is_model(path, model):
+        raise WeightsError(f"{path} holds {network_label(info)}, not the {model} asked for; give --weights or --model, not both")
     return path
 
 

@@ -243,3 +243,49 @@ def test_run_demo_runs_the_converted_mobilenet(converted, dancer_video, detector
     assert len(frames) == 5
     assert all(len(person["keypoints"]) == 51 for frame in frames for person in frame["people"])
     assert sum(len(frame["people"]) for frame in frames) >= 5
+
+
+# --- choosing the network: run_demo.py --model -----------------------------------------------------
+
+def fake_converted(folder: Path, name: str, age: float, **network) -> Path:
+    """A converted-looking file pair: the choice reads only the sidecar, never the weights or the name."""
+    path = folder / f"{name}.weights.h5"
+    path.write_bytes(b"x")
+    weights.sidecar_path(path).write_text(json.dumps({"num_joints": 17, "input_size": [256, 192], **network}))
+    os.utime(path, (1e9 - age, 1e9 - age))
+    return path
+
+
+def test_model_shorthand_picks_the_newest_weights_of_that_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    r50 = fake_converted(tmp_path, "res50_coco_256x192-ec54d7f3_20200709", 30, backbone="resnet", depth=50)
+    old_sidecar_r50 = fake_converted(tmp_path, "older_r50", 40, depth=50)  # sidecar from before "backbone"
+    r101 = fake_converted(tmp_path, "r101", 20, backbone="resnet", depth=101)
+    # Named like an R50 but a MobileNetV2 inside: the sidecar decides.
+    mobilenet = fake_converted(tmp_path, "res50_lookalike", 10, backbone="mobilenetv2", widen_factor=1.0)
+    assert weights.resolve_weights() == mobilenet  # no choice: the newest, as before
+    assert weights.resolve_weights(model="mobilenetv2") == mobilenet
+    assert weights.resolve_weights(model="r50") == r50
+    r50.unlink()
+    assert weights.resolve_weights(model="r50") == old_sidecar_r50
+    assert weights.resolve_weights(r101) == r101
+    with pytest.raises(WeightsError, match="holds SimpleBaseline-R101, not the mobilenetv2 asked for"):
+        weights.resolve_weights(r101, model="mobilenetv2")
+
+
+def test_model_shorthand_without_its_weights_names_the_download(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    fake_converted(tmp_path, "r50", 0, backbone="resnet", depth=50)
+    with pytest.raises(weights.MissingWeightsError, match="app.weights download mobilenetv2_coco_256x192`"):
+        weights.resolve_weights(model="mobilenetv2")
+
+
+def test_run_demo_model_option_reaches_the_weights_choice(tmp_path, monkeypatch, capsys):
+    import run_demo
+
+    assert run_demo.parse_args(["--model", "mobilenetv2"]).model == "mobilenetv2"
+    assert run_demo.parse_args([]).model is None
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    code = run_demo.main(["--model", "mobilenetv2", "--headless", "--source", str(tmp_path / "none.mp4")])
+    assert code == weights.MissingWeightsError.exit_code
+    assert "download mobilenetv2_coco_256x192" in capsys.readouterr().err
