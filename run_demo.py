@@ -35,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--source", default="0", help="camera index, video file, image, or folder of images")
     parser.add_argument("--weights", default=None,
                         help="converted SimpleBaseline weights (.weights.h5); default: the one in weights/")
+    parser.add_argument("--model", choices=["r50", "mobilenetv2"], default=None,
+                        help="the newest converted weights of this network in weights/: r50 (accurate) or "
+                             "mobilenetv2 (about 3x faster on a CPU, AP 64.6 against 71.8)")
     parser.add_argument("--detector", default="yolov8n.pt",
                         help="any detector file Ultralytics loads (.pt, .onnx, .tflite, ...)")
     parser.add_argument("--detector-conf", type=float, default=0.1,
@@ -84,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         threshold=args.threshold, max_frames=args.max_frames, progress=not args.no_progress,
         pipeline=pipeline_config,
     )
-    weights = resolve_weights(args.weights)  # MissingWeightsError (exit 2) names the two ways to get them
+    weights = resolve_weights(args.weights, model=args.model)  # MissingWeightsError (exit 2) names the two ways to get them
     if read_sidecar(weights).get("trained") is False:
         print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing", file=sys.stderr)
     check_outputs(options)

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 # Bump when export_onnx changes the graph it writes: cached .onnx files from older code re-export.
-EXPORTER_VERSION = "1"
+EXPORTER_VERSION = "2"  # 2: DepthwiseConv2D, ReLU(max_value) (MobileNetV2)
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # opset 17's IR version; onnx would stamp its newest, which older ONNX Runtimes refuse
 
@@ -43,8 +43,8 @@ def model_io_shape(model: keras.Model) -> tuple[tuple[int, int], tuple[int, int]
 # arithmetic, anything else raises OnnxExportError naming the layer.
 
 SUPPORTED_LAYERS = (
-    "InputLayer", "ZeroPadding2D", "Conv2D", "Conv2DTranspose", "BatchNormalization", "ReLU",
-    "Activation (relu, linear)", "MaxPooling2D", "Add",
+    "InputLayer", "ZeroPadding2D", "Conv2D", "DepthwiseConv2D", "Conv2DTranspose", "BatchNormalization",
+    "ReLU (max_value allowed: ReLU6)", "Activation (relu, linear)", "MaxPooling2D", "Add",
 )
 
 
@@ -160,12 +160,21 @@ def _export_conv(graph: _Graph, layer, source, output) -> None:
         raise OnnxExportError(f"layer {layer.name!r} has padding {layer.padding!r}; export_onnx handles valid and same")
 
     name = f"{layer.name}_out"
+    kernel = _to_numpy(layer.kernel)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        # Keras depthwise kernel (kh, kw, C, m): output channel c * m + j filters input channel c
+        # alone. ONNX writes that as a Conv with group = C and weight (C * m, 1, kh, kw), the same order.
+        channels, multiplier = kernel.shape[2], kernel.shape[3]
+        kernel = kernel.reshape(kh, kw, 1, channels * multiplier)
+        groups = channels
+    else:
+        groups = layer.groups
     # Keras kernel (kh, kw, in / groups, out) -> ONNX (out, in / groups, kh, kw).
-    weight = graph.constant(f"{layer.name}_W", _to_numpy(layer.kernel).transpose(3, 2, 0, 1))
+    weight = graph.constant(f"{layer.name}_W", kernel.transpose(3, 2, 0, 1))
     bias = graph.constant(f"{layer.name}_B", _to_numpy(layer.bias)) if layer.use_bias else None
     node = graph.node(
         "Conv", [value.name, weight] + ([bias] if bias else []), name,
-        kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw], group=layer.groups,
+        kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw], group=groups,
         pads=[top, left, bottom, right],
     )
     _finish_conv(graph, layer, output, _Conv(layer.name, node, weight, bias, out_axis=0), name)
@@ -270,11 +279,19 @@ def _export_max_pool(graph: _Graph, layer, source, output) -> None:
 
 
 def _export_relu(graph: _Graph, layer, source, output) -> None:
-    """ReLU layers and Activation("relu") -> Relu; Activation("linear") passes its input on."""
+    """ReLU layers and Activation("relu") -> Relu; ReLU(max_value=6) (ReLU6) -> Clip(0, 6);
+    Activation("linear") passes its input on."""
     if isinstance(layer, keras.layers.ReLU):
-        if layer.max_value is not None or layer.negative_slope or layer.threshold:
-            raise OnnxExportError(f"layer {layer.name!r} is a ReLU with max_value, negative_slope or "
-                                  "threshold; export_onnx handles the plain max(x, 0)")
+        if layer.negative_slope or layer.threshold:
+            raise OnnxExportError(f"layer {layer.name!r} is a ReLU with negative_slope or threshold; "
+                                  "export_onnx handles max(x, 0), capped by max_value")
+        if layer.max_value is not None:
+            # min(max(x, 0), max_value) is Clip exactly; ONNX Runtime fuses it into the Conv before.
+            low = graph.constant(f"{layer.name}_min", np.array(0.0, np.float32))
+            high = graph.constant(f"{layer.name}_max", np.array(layer.max_value, np.float32))
+            graph.node("Clip", [graph.materialized(source), low, high], f"{layer.name}_out")
+            graph.values[id(output)] = _Value(f"{layer.name}_out", non_negative=True)
+            return
     elif _linear_or_relu(layer) == "linear":
         graph.values[id(output)] = graph.values[id(source)]
         if id(source) in graph.convs and graph.uses.get(id(source)) == 1:
@@ -333,6 +350,7 @@ def export_onnx(model: keras.Model, metadata: dict[str, str] | None = None):
         keras.layers.ZeroPadding2D: _export_zero_padding,
         keras.layers.Conv2DTranspose: _export_conv_transpose,  # before Conv2D: check exact types below
         keras.layers.Conv2D: _export_conv,
+        keras.layers.DepthwiseConv2D: _export_conv,
         keras.layers.BatchNormalization: _export_batch_norm,
         keras.layers.ReLU: _export_relu,
         keras.layers.Activation: _export_relu,

@@ -5,9 +5,13 @@
     python -m app.weights convert SRC.pth [DST]  # a checkpoint you already have
 
 A converted model is two files in weights/: `<name>.weights.h5` (Keras weights) and `<name>.json`
-(source, its sha256, depth, num_joints, input_size), which `load_pose_model` builds the network from.
+(source, its sha256, backbone and depth or widen_factor, num_joints, input_size), which
+`load_pose_model` builds the network from.
 
-Checkpoints come in two layouts, both mapped key by key onto models/simple_baseline.py:
+Two networks convert, told apart by their keys (infer_network): SimpleBaseline-ResNet
+(models/simple_baseline.py) and SimpleBaseline-MobileNetV2 (models/mobilenet_v2.py, MMPose's
+`mobilenetv2_coco_*`: `backbone.conv1.conv.weight`, `backbone.layer1.0.conv.0.conv.weight`, ...).
+Checkpoints come in two layouts, both mapped key by key onto the Keras layers:
 - Microsoft (microsoft/human-pose-estimation.pytorch): a bare state_dict, `conv1.weight`,
   `layer1.0.conv1.weight`, `deconv_layers.0.weight`, `final_layer.weight`; `module.` in front when it
   was saved from nn.DataParallel.
@@ -81,6 +85,16 @@ MODEL_ZOO = {
     "res152_coco_384x288": ZooCheckpoint(
         "https://download.openmmlab.com/mmpose/top_down/resnet/res152_coco_384x288-3860d4c9_20200709.pth",
         (384, 288), 0.750),
+    # The fast ones for CPUs: the same head on MobileNetV2 (models/mobilenet_v2.py). From MMPose 0.x,
+    # configs/body/2d_kpt_sview_rgb_img/topdown_heatmap/coco/mobilenetv2_coco.md (the same rows in
+    # configs/legacy/... @ fd46280f558b1db24967afa030a92ca7a750a418). The architecture of a file comes
+    # from its keys (infer_network), never from these names.
+    "mobilenetv2_coco_256x192": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/mobilenetv2/mobilenetv2_coco_256x192-d1e58e7b_20200727.pth",
+        (256, 192), 0.646),
+    "mobilenetv2_coco_384x288": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/mobilenetv2/mobilenetv2_coco_384x288-26be4816_20200727.pth",
+        (384, 288), 0.673),
 }
 DEFAULT_CHECKPOINT = "res50_coco_256x192"
 
@@ -262,8 +276,9 @@ def infer_architecture(state: dict[str, np.ndarray], source: str = "checkpoint")
 
     if "layer1.0.conv1.weight" not in state or "final_layer.weight" not in state:
         raise WeightsError(
-            f"{source} is not a SimpleBaseline ResNet checkpoint (no layer1.0.conv1 / final_layer); "
-            "only PoseResNet-50/101/152 (MMPose 'res*_coco' or Microsoft 'pose_resnet') convert"
+            f"{source} is not a SimpleBaseline ResNet or MobileNetV2 checkpoint (no layer1.0.conv1 / "
+            "final_layer); only PoseResNet-50/101/152 (MMPose 'res*_coco' or Microsoft 'pose_resnet') "
+            "and MMPose 'mobilenetv2_coco' convert"
         )
     if "layer1.0.conv3.weight" not in state:
         raise WeightsError(f"{source} uses ResNet basic blocks (ResNet-18/34); only ResNet-50/101/152 convert")
@@ -278,6 +293,94 @@ def infer_architecture(state: dict[str, np.ndarray], source: str = "checkpoint")
     return depths[0], int(state["final_layer.weight"].shape[0])
 
 
+# MobileNetV2 width multipliers whose channel counts infer_network recognises (MMPose's zoo has 1.0).
+MOBILENETV2_WIDEN_FACTORS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+def infer_network(state: dict[str, np.ndarray], source: str = "checkpoint") -> dict:
+    """The network a Microsoft-layout state holds, read from its keys and shapes (never its file name).
+
+    Returns what the JSON sidecar records and build_network builds from:
+    {"backbone": "resnet", "depth": 50, "num_joints": 17} or
+    {"backbone": "mobilenetv2", "widen_factor": 1.0, "num_joints": 17}.
+    MobileNetV2 checkpoints (MMPose's mmcv ConvModules) have `conv1.conv.weight` and
+    `layer1.0.conv.0.conv.weight`; anything else must be a PoseResNet (infer_architecture).
+    """
+    if "conv1.conv.weight" in state and "layer1.0.conv.0.conv.weight" in state:
+        return {"backbone": "mobilenetv2", **_infer_mobilenet_v2(state, source)}
+    depth, joints = infer_architecture(state, source=source)
+    return {"backbone": "resnet", "depth": depth, "num_joints": joints}
+
+
+def _infer_mobilenet_v2(state: dict[str, np.ndarray], source: str) -> dict:
+    """widen_factor and num_joints of a SimpleBaseline-MobileNetV2 state, its stage layout checked."""
+    from models.mobilenet_v2 import ARCH_SETTINGS, MobileNetV2Config
+
+    if "final_layer.weight" not in state or "conv2.conv.weight" not in state:
+        raise WeightsError(f"{source} is a MobileNetV2 without conv2 / final_layer; not a SimpleBaseline-MobileNetV2 "
+                           "(MMPose 'mobilenetv2_coco') checkpoint")
+
+    def blocks(stage: int) -> int:
+        return len({key.split(".")[1] for key in state if key.startswith(f"layer{stage}.")})
+
+    found = tuple(blocks(stage) for stage in range(1, len(ARCH_SETTINGS) + 1))
+    expected = tuple(setting[2] for setting in ARCH_SETTINGS)
+    if found != expected or f"layer{len(ARCH_SETTINGS) + 1}.0.conv.0.conv.weight" in state:
+        raise WeightsError(f"{source} has {found} MobileNetV2 blocks per stage, not MobileNetV2's {expected}")
+
+    def stage_out(stage: int) -> int:
+        # The last module of the stage's first block, its linear 1x1 projection.
+        last = max(int(key.split(".")[3]) for key in state if key.startswith(f"layer{stage}.0.conv."))
+        return int(state[f"layer{stage}.0.conv.{last}.conv.weight"].shape[0])
+
+    widths = (int(state["conv1.conv.weight"].shape[0]), *(stage_out(s) for s in range(1, len(ARCH_SETTINGS) + 1)),
+              int(state["conv2.conv.weight"].shape[0]))
+    for widen_factor in MOBILENETV2_WIDEN_FACTORS:
+        if MobileNetV2Config(widen_factor=widen_factor).stage_channels == widths:
+            return {"widen_factor": widen_factor, "num_joints": int(state["final_layer.weight"].shape[0])}
+    raise WeightsError(f"{source} has MobileNetV2 channel widths {widths}, which match no width multiplier in "
+                       f"{MOBILENETV2_WIDEN_FACTORS}")
+
+
+def network_label(info: dict) -> str:
+    """'SimpleBaseline-R50' or 'SimpleBaseline-MobileNetV2' (x0.5 when widened) for messages."""
+    if info.get("backbone", "resnet") == "mobilenetv2":
+        widen = float(info.get("widen_factor", 1.0))
+        return "SimpleBaseline-MobileNetV2" + ("" if widen == 1.0 else f" x{widen:g}")
+    return f"SimpleBaseline-R{info['depth']}"
+
+
+def build_network(info: dict, input_size: tuple[int, int] | None = None) -> keras.Model:
+    """The Keras network an infer_network / sidecar description names, with fresh weights.
+
+    input_size (H, W) defaults to info["input_size"].
+    """
+    input_size = tuple(input_size or info["input_size"])
+    if info.get("backbone", "resnet") == "mobilenetv2":
+        from models.mobilenet_v2 import build_pose_mobilenet_v2
+
+        return build_pose_mobilenet_v2(int(info["num_joints"]), input_size, float(info.get("widen_factor", 1.0)))
+    from models.simple_baseline import build_simple_baseline
+
+    return build_simple_baseline(int(info["depth"]), int(info["num_joints"]), input_size)
+
+
+def _network_fields(info: dict) -> dict:
+    """The sidecar fields that fix the architecture, type-checked; old sidecars (no "backbone") are ResNets.
+
+    Raises KeyError / ValueError / TypeError for a missing or bad field.
+    """
+    backbone = info.get("backbone", "resnet")
+    if backbone == "resnet":
+        return {"backbone": "resnet", "depth": int(info["depth"])}
+    if backbone == "mobilenetv2":
+        widen_factor = float(info.get("widen_factor", 1.0))
+        if not widen_factor > 0:
+            raise ValueError(f"widen_factor {widen_factor} is not positive")
+        return {"backbone": "mobilenetv2", "widen_factor": widen_factor}
+    raise ValueError(f"unknown backbone {backbone!r}")
+
+
 # --- mapping onto the Keras model ------------------------------------------------------------------
 
 def _conv_kernel(weight: np.ndarray) -> np.ndarray:
@@ -290,6 +393,14 @@ def _conv_kernel(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
 
 
+def _depthwise_kernel(weight: np.ndarray) -> np.ndarray:
+    """torch depthwise Conv2d (C, 1, kh, kw), groups=C -> Keras DepthwiseConv2D (kh, kw, C, 1).
+
+    Depth multiplier 1, as in MobileNetV2; any other shape fails assign_state's shape check.
+    """
+    return np.ascontiguousarray(weight.transpose(2, 3, 0, 1)) if weight.ndim == 4 else weight
+
+
 def _layer_sources(layer: keras.layers.Layer) -> list[tuple[keras.Variable, str, object]]:
     """(Keras variable, torch key, layout fix) for each weight of one layer."""
     import keras
@@ -297,6 +408,9 @@ def _layer_sources(layer: keras.layers.Layer) -> list[tuple[keras.Variable, str,
     from models.simple_baseline import torch_module_name
 
     name = torch_module_name(layer.name)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return [(layer.kernel, f"{name}.weight", _depthwise_kernel)] + (
+            [(layer.bias, f"{name}.bias", None)] if layer.use_bias else [])
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
         sources = [(layer.kernel, f"{name}.weight", _conv_kernel)]
         if layer.use_bias:
@@ -432,8 +546,6 @@ def convert(
     Keras input). num_joints, when given, must match the checkpoint. source is what the sidecar
     records as the origin (a URL for downloads), the path by default. Returns dst.
     """
-    from models.simple_baseline import build_simple_baseline
-
     src = Path(src)
     dst = Path(dst) if dst is not None else WEIGHTS_DIR / (checkpoint_stem(src) + KERAS_SUFFIX)
     if not dst.name.endswith(KERAS_SUFFIX):
@@ -441,18 +553,17 @@ def convert(
     input_size = tuple(input_size or input_size_from_name(src.name) or DEFAULT_INPUT_SIZE)
 
     state, layout = read_checkpoint(src)
-    depth, found_joints = infer_architecture(state, source=str(src))
-    if num_joints is not None and num_joints != found_joints:
-        raise WeightsError(f"{src} predicts {found_joints} joints, not the {num_joints} asked for")
+    network = infer_network(state, source=str(src))  # from the keys, never from the file name
+    if num_joints is not None and num_joints != network["num_joints"]:
+        raise WeightsError(f"{src} predicts {network['num_joints']} joints, not the {num_joints} asked for")
 
-    model = build_simple_baseline(depth=depth, num_joints=found_joints, input_size=input_size)
+    model = build_network(network, input_size)
     assign_state(model, state, source=str(src))
     info = {
         "source": source or str(src.resolve()),
         "source_sha256": sha256_of(src),
         "layout": layout,
-        "depth": depth,
-        "num_joints": found_joints,
+        **network,
         "input_size": list(input_size),
     }
     _write_atomically(dst, model.save_weights)
@@ -462,14 +573,36 @@ def convert(
 
 # --- load ------------------------------------------------------------------------------------------
 
-def default_weights_path(folder: str | Path | None = None) -> Path | None:
-    """The newest converted model in `folder` (default weights/): a .weights.h5 with its JSON, or None."""
+# Short names for `run_demo.py --model`: the network (matched against each sidecar, never a file
+# name) and the zoo checkpoint that provides it.
+MODEL_SHORTHANDS = {
+    "r50": ({"backbone": "resnet", "depth": 50}, "res50_coco_256x192"),
+    "mobilenetv2": ({"backbone": "mobilenetv2"}, "mobilenetv2_coco_256x192"),
+}
+
+
+def _is_model(weights_path: Path, model: str) -> bool:
+    """Whether the sidecar of `weights_path` describes the network MODEL_SHORTHANDS[model] names."""
+    try:
+        info = read_sidecar(weights_path)
+    except WeightsError:
+        return False
+    wanted, _ = MODEL_SHORTHANDS[model]
+    return all(info.get(key) == value for key, value in wanted.items())
+
+
+def default_weights_path(folder: str | Path | None = None, model: str | None = None) -> Path | None:
+    """The newest converted model in `folder` (default weights/): a .weights.h5 with its JSON, or None.
+
+    model: a MODEL_SHORTHANDS name, to pick the newest of that network only.
+    """
     folder = Path(folder) if folder is not None else WEIGHTS_DIR
     if not folder.is_dir():
         return None
     candidates = [
         path for path in folder.glob("*" + KERAS_SUFFIX)
         if not path.name.startswith(".") and sidecar_path(path).is_file()
+        and (model is None or _is_model(path, model))
     ]
     return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
 
@@ -479,46 +612,53 @@ def read_sidecar(weights_path: Path) -> dict:
     path = sidecar_path(weights_path)
     try:
         info = json.loads(path.read_text())
-        depth, joints = int(info["depth"]), int(info["num_joints"])
+        network = _network_fields(info)  # backbone, and depth or widen_factor
+        joints = int(info["num_joints"])
         height, width = (int(v) for v in info["input_size"])
     except FileNotFoundError:
         raise WeightsError(f"{path} is missing, so {weights_path} cannot be built; convert again: {CONVERT_HINT}") from None
     except (ValueError, KeyError, TypeError) as error:
         raise WeightsError(f"{path} is not a valid weights description ({error}); convert again: {CONVERT_HINT}") from None
-    return {**info, "depth": depth, "num_joints": joints, "input_size": (height, width)}
+    return {**info, **network, "num_joints": joints, "input_size": (height, width)}
 
 
-def resolve_weights(path: str | Path | None = None) -> Path:
+def resolve_weights(path: str | Path | None = None, model: str | None = None) -> Path:
     """The converted weights file to use, checked without loading it (cheap: for early CLI errors).
 
-    path None means the newest converted model in weights/. Raises MissingWeightsError (naming the
-    download and convert commands) when there is none, WeightsError when its JSON is missing or bad.
+    path None means the newest converted model in weights/, of the network `model` names when given
+    (a MODEL_SHORTHANDS key: "r50", "mobilenetv2"). Raises MissingWeightsError (naming the download
+    and convert commands) when there is none, WeightsError when its JSON is missing or bad or, with
+    both path and model, describes another network.
     """
+    if model is not None and model not in MODEL_SHORTHANDS:
+        raise WeightsError(f"unknown model {model!r}; choose one of: {', '.join(MODEL_SHORTHANDS)}")
     if path is None:
-        path = default_weights_path()
+        path = default_weights_path(model=model)
         if path is None:
+            download = DOWNLOAD_HINT + (f" {MODEL_SHORTHANDS[model][1]}" if model else "")
             raise MissingWeightsError(
-                f"no converted pose weights in {WEIGHTS_DIR}; run `{DOWNLOAD_HINT}` or `{CONVERT_HINT}`"
+                f"no converted {model + ' ' if model else ''}pose weights in {WEIGHTS_DIR}; "
+                f"run `{download}` or `{CONVERT_HINT}`"
             )
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"no pose weights at {path}; run `{DOWNLOAD_HINT}` or `{CONVERT_HINT}`")
-    read_sidecar(path)
+    info = read_sidecar(path)
+    if model is not None and not _is_model(path, model):
+        raise WeightsError(f"{path} holds {network_label(info)}, not the {model} asked for; give --weights or --model, not both")
     return path
 
 
 def load_pose_model(path: str | Path | None = None) -> keras.Model:
     """The SimpleBaseline Keras model with trained weights.
 
-    path is a converted `.weights.h5` (its JSON sidecar says depth, joints and input size); None
+    path is a converted `.weights.h5` (its JSON sidecar says backbone, joints and input size); None
     means the newest converted model in weights/. Raises MissingWeightsError when there is none,
     WeightsError when the file does not fit its description.
     """
-    from models.simple_baseline import build_simple_baseline
-
     path = resolve_weights(path)
     info = read_sidecar(path)
-    model = build_simple_baseline(info["depth"], info["num_joints"], info["input_size"])
+    model = build_network(info)
     mismatch = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -535,7 +675,7 @@ def load_pose_model(path: str | Path | None = None) -> keras.Model:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if mismatch is not None:
         raise WeightsError(
-            f"{path} does not fit SimpleBaseline-R{info['depth']} with {info['num_joints']} joints "
+            f"{path} does not fit {network_label(info)} with {info['num_joints']} joints "
             f"({mismatch}); convert the checkpoint again: {CONVERT_HINT}"
         )
     return model
@@ -725,7 +865,7 @@ def _main(args: argparse.Namespace) -> int:
                         accept_unverified=args.accept_unverified)
     info = read_sidecar(path)
     height, width = info["input_size"]
-    print(f"wrote {path} (SimpleBaseline-R{info['depth']}, {info['num_joints']} joints, {height}x{width})")
+    print(f"wrote {path} ({network_label(info)}, {info['num_joints']} joints, {height}x{width})")
     return 0
 
 

@@ -1,10 +1,13 @@
 """The pose model alone, per person, for every runtime the product offers and the references beside them.
 
     python -m benchmarks.model_bench --json out/model_bench.json
+    python -m benchmarks.model_bench --models r50,mobilenetv2 --no-eager --no-int8
     python -m benchmarks.model_bench --backend-info
 
-One process, one machine, one model (SimpleBaseline-R50 256 x 192 with random weights: the arithmetic,
-and so the time, does not depend on the values). At batch 1, 4 and 8 it times:
+One process, one machine, the models of --models (default SimpleBaseline-R50; mobilenetv2 is
+SimpleBaseline-MobileNetV2; both 256 x 192 with random weights: the arithmetic, and so the time,
+does not depend on the values). Several models are timed interleaved, round by round, like the
+runtimes. At batch 1, 4 and 8 it times, for each model:
   KerasRunner        product: Keras' compiled predict (app.runtime, chosen on a GPU)
   OnnxRunner         product: ONNX Runtime over app.runtime's exported graph (chosen on a CPU)
   OnnxRunner, spinning  reference: the same with ONNX Runtime's busy-waiting worker threads
@@ -39,6 +42,21 @@ from app.onnx_export import export_onnx  # noqa: E402
 from app.runtime import KerasRunner, OnnxRunner, physical_cores  # noqa: E402
 
 BATCH_SIZES = (1, 4, 8)
+MODELS = ("r50", "mobilenetv2")
+
+
+def build_model(name: str, input_size: tuple[int, int] = (256, 192)) -> keras.Model:
+    """A SimpleBaseline with random weights: "r50" (ResNet-50) or "mobilenetv2" (MobileNetV2)."""
+    keras.utils.set_random_seed(0)
+    if name == "r50":
+        from models.simple_baseline import build_simple_baseline
+
+        return build_simple_baseline(depth=50, num_joints=17, input_size=input_size)
+    if name == "mobilenetv2":
+        from models.mobilenet_v2 import build_pose_mobilenet_v2
+
+        return build_pose_mobilenet_v2(num_joints=17, input_size=input_size)
+    raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 
 def machine_info() -> dict:
@@ -74,13 +92,18 @@ def backend_info() -> str:
 def count_multiply_adds(model: keras.Model) -> int:
     """Multiply-adds of one forward pass for one image: convolutions and transposed convolutions.
 
-    Conv2D: output pixels x kernel area x input channels / groups x filters. Conv2DTranspose: every
-    input pixel scatters kernel area x filters products per input channel. BatchNorm, ReLU, Add and
-    pooling add under 1 % and are left out, as papers count FLOPs.
+    Conv2D: output pixels x kernel area x input channels / groups x filters. DepthwiseConv2D: output
+    pixels x kernel area x output channels. Conv2DTranspose: every input pixel scatters kernel area x
+    filters products per input channel. BatchNorm, ReLU, Add and pooling add under 1 % (ResNet) to
+    3 % (MobileNetV2) and are left out, as papers count FLOPs.
     """
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, height, width, channels = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += height * width * kh * kw * channels
+        elif isinstance(layer, keras.layers.Conv2DTranspose):
             _, height, width, channels = layer.input.shape
             kh, kw = layer.kernel_size
             total += height * width * kh * kw * channels * layer.filters
@@ -182,28 +205,8 @@ def time_rounds(runners: dict, batch: np.ndarray, warmup: int, repeats: int) -> 
     return times
 
 
-def run_model_bench(
-    model: keras.Model | None = None,
-    batch_sizes: tuple[int, ...] = BATCH_SIZES,
-    repeats: int = 7,
-    warmup: int = 2,
-    threads: int | None = None,
-    eager: bool = True,
-    int8: bool = True,
-    show: bool = True,
-) -> list[dict]:
-    """Time every runtime on `model` (default: SimpleBaseline-R50 256 x 192, random weights).
-
-    Returns one dict per (runtime, batch): runtime, offered (True for the product's runners), batch,
-    ms_per_batch and ms_per_person (medians), ms_per_person_min (fastest call), plus one "matmul peak" row with gflops and the implied
-    ms_per_person floor. threads: the OnnxRunner's intra-op threads (default: physical cores).
-    int8: also time the graph quantized to int8 (speed only, see onnx_int8_runner). show: print the table.
-    """
-    if model is None:
-        from models.simple_baseline import build_simple_baseline
-
-        keras.utils.set_random_seed(0)
-        model = build_simple_baseline(depth=50, num_joints=17, input_size=(256, 192))
+def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: bool) -> dict:
+    """{runtime name: (runner, offered)} for one model."""
     keras_runner = KerasRunner(model)
     graph = export_onnx(model).SerializeToString()
     onnx_runner = OnnxRunner(graph, threads=threads)
@@ -217,32 +220,66 @@ def run_model_bench(
         runners["keras eager model(x)"] = _eager(model)
     if int8:
         runners["ORT int8 static (not offered)"] = onnx_int8_runner(graph, keras_runner.input_size, threads)
-    offered = {name: name.startswith(("KerasRunner", "OnnxRunner (")) for name in runners}
+    return {name: (run, name.startswith(("KerasRunner", "OnnxRunner ("))) for name, run in runners.items()}
+
+
+def run_model_bench(
+    model: keras.Model | None = None,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    repeats: int = 7,
+    warmup: int = 2,
+    threads: int | None = None,
+    eager: bool = True,
+    int8: bool = True,
+    show: bool = True,
+    models: list[keras.Model] | None = None,
+) -> list[dict]:
+    """Time every runtime on `model` (default: SimpleBaseline-R50 256 x 192, random weights), or on
+    each of `models` (same input size), interleaved in the same rounds.
+
+    Returns one dict per (model, runtime, batch): model (its Keras name), runtime, offered (True for
+    the product's runners), batch, ms_per_batch and ms_per_person (medians), ms_per_person_min
+    (fastest call), plus per model one "matmul peak" row with gflops and the implied ms_per_person
+    floor. threads: the OnnxRunner's intra-op threads (default: physical cores). int8: also time the
+    graph quantized to int8 (speed only, see onnx_int8_runner). show: print the table.
+    """
+    if models is None:
+        models = [model if model is not None else build_model("r50")]
+    sizes = {KerasRunner(m).input_size for m in models}
+    if len(sizes) != 1:
+        raise ValueError(f"models timed together need one input size, got {sorted(sizes)}")
+    (height, width), = sizes
+    runners, offered, owner = {}, {}, {}
+    for m in models:
+        for name, (run, is_offered) in _runners_for(m, threads, eager, int8).items():
+            key = f"{m.name} | {name}"
+            runners[key], offered[key], owner[key] = run, is_offered, (m.name, name)
 
     rows = []
     rng = np.random.default_rng(0)
-    height, width = keras_runner.input_size
     for batch_size in batch_sizes:
         batch = rng.standard_normal((batch_size, height, width, 3)).astype(np.float32)
-        for name, times in time_rounds(runners, batch, warmup, repeats).items():
+        for key, times in time_rounds(runners, batch, warmup, repeats).items():
             median = statistics.median(times)
             rows.append({
-                "runtime": name, "offered": offered[name], "batch": batch_size,
+                "model": owner[key][0], "runtime": owner[key][1], "offered": offered[key], "batch": batch_size,
                 "ms_per_batch": round(median * 1e3, 2), "ms_per_person": round(median * 1e3 / batch_size, 2),
                 # The fastest call is what the runtime does when nothing else competes for the cores:
                 # on a shared machine it moves far less than the median.
                 "ms_per_person_min": round(min(times) * 1e3 / batch_size, 2), "repeats": repeats,
             })
 
-    multiply_adds = count_multiply_adds(model)
     gflops = matmul_gflops()
-    rows.append({
-        "runtime": "matmul peak (numpy float32)", "offered": False, "batch": None,
-        "gflops": round(gflops, 1), "multiply_adds": multiply_adds,
-        "ms_per_person": round(2 * multiply_adds / (gflops * 1e9) * 1e3, 2),
-    })
+    for m in models:
+        multiply_adds = count_multiply_adds(m)
+        rows.append({
+            "model": m.name, "runtime": "matmul peak (numpy float32)", "offered": False, "batch": None,
+            "gflops": round(gflops, 1), "multiply_adds": multiply_adds,
+            "ms_per_person": round(2 * multiply_adds / (gflops * 1e9) * 1e3, 2),
+        })
     if show:
-        print_table(rows, model.name)
+        for m in models:
+            print_table([row for row in rows if row["model"] == m.name], m.name)
     return rows
 
 
@@ -268,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows and the machine record to this JSON file")
     parser.add_argument("--batches", default=",".join(map(str, BATCH_SIZES)), help="comma-separated batch sizes")
+    parser.add_argument("--models", default="r50", help=f"comma-separated, timed side by side: {', '.join(MODELS)}")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, help="OnnxRunner intra-op threads (default: physical cores)")
@@ -287,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = run_model_bench(
         batch_sizes=tuple(int(b) for b in args.batches.split(",")), repeats=args.repeats, warmup=args.warmup,
         threads=args.threads, eager=not args.no_eager, int8=not args.no_int8,
+        models=[build_model(name) for name in args.models.split(",")],
     )
     if args.json:
         path = Path(args.json)

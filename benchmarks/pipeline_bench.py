@@ -12,6 +12,9 @@ Variants, each over the same frames of the same video, in one process:
   product-int8  the product with the model quantized to int8 by ONNX Runtime's tool: speed only, not
               offered (benchmarks/model_bench.py, onnx_int8_runner)
 
+--model r50,mobilenetv2 runs every variant with each model (SimpleBaseline-R50, SimpleBaseline-
+MobileNetV2), models alternating variant by variant, in one process.
+
 Without --weights the pose model has random weights: the timings are real (the arithmetic does not
 depend on the values) but the keypoints are not, so the detector schedule cannot rely on them: the
 detector runs every --detect-every frames and a person keeps their box in between (CarryBoxPipeline).
@@ -165,6 +168,8 @@ def main(argv=None) -> None:
     parser.add_argument("--video", required=True)
     parser.add_argument("--detector", required=True)
     parser.add_argument("--weights", help="converted weights; default: random weights (timings only)")
+    parser.add_argument("--model", default="r50",
+                        help="without --weights: comma-separated random-weight models, r50 and/or mobilenetv2")
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--detect-every", type=int, default=8)
     parser.add_argument("--max-det", type=int, default=100, help="cap on detector boxes per frame (for 5 vs 15 people)")
@@ -180,20 +185,21 @@ def main(argv=None) -> None:
     if args.weights:
         from app.weights import load_pose_model
 
-        model = load_pose_model(args.weights)
+        models = [load_pose_model(args.weights)]
     else:
-        from models.simple_baseline import build_simple_baseline
+        from benchmarks.model_bench import build_model
 
         print("random weights: timings only, keypoints are meaningless")
-        model = build_simple_baseline(depth=50)
+        models = [build_model(name) for name in args.model.split(",")]
 
     info = machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} cores; keras {info['keras']} ({info['keras_backend']}), "
           f"onnxruntime {info['onnxruntime']}; {info['date']}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        out_dir = Path(tmp)
-        for variant in args.variants.split(","):
+        for variant, model in ((v, m) for v in args.variants.split(",") for m in models):
+            out_dir = Path(tmp) / model.name  # each model's videos apart
+            out_dir.mkdir(exist_ok=True)
             if variant == "plain":
                 pipeline, runner = build_pipeline(model, "keras", args.detector, 1, args.max_det, args.imgsz,
                                                   trained=bool(args.weights), all_boxes=args.all_boxes)
@@ -210,19 +216,20 @@ def main(argv=None) -> None:
             else:
                 raise SystemExit(f"unknown variant {variant!r}")
             rows[-1]["runtime"] = getattr(runner, "name", "?")
+            rows[-1]["model"] = model.name
     print(f"\n{Path(args.video).name}, {args.frames} frames, max {args.max_det} people, detector every "
           f"{args.detect_every} frames (plain: every frame)")
-    print_table(rows, ["variant", "runtime", "frames", "fps", "people_per_frame", "detector_calls_per_frame"]
+    print_table(rows, ["variant", "model", "runtime", "frames", "fps", "people_per_frame", "detector_calls_per_frame"]
                 + [f"{s}_ms" for s in STAGES])
     base = next((r["fps"] for r in rows if r["variant"] == "plain"), None)
     if base:
-        print("speed-up over plain: " + ", ".join(f"{r['variant']} {r['fps'] / base:.2f}x" for r in rows))
+        print("speed-up over plain: " + ", ".join(f"{r['variant']} ({r['model']}) {r['fps'] / base:.2f}x" for r in rows))
 
     record = {"machine": info, "video": args.video, "pipeline": rows}
     if args.model_bench:
         from benchmarks.model_bench import run_model_bench
 
-        record["model"] = run_model_bench(model)
+        record["model"] = run_model_bench(models=models)
     if args.json:
         path = Path(args.json)
         history = json.loads(path.read_text()) if path.exists() else []

@@ -129,20 +129,27 @@ def build_from_config(config: SimpleBaselineConfig) -> keras.Model:
         for block in range(blocks):
             x = _bottleneck(x, stage_width, stride if block == 0 else 1, name=f"layer{stage}_{block}")
 
+    heatmaps = deconv_head(x, config.num_joints, config.deconv_filters, config.num_deconv)
+    return keras.Model(inputs, heatmaps, name=f"simple_baseline_r{config.depth}")
+
+
+def deconv_head(x, num_joints: int, filters: int = 256, num_deconv: int = 3):
+    """SimpleBaseline's head: num_deconv x (4x4 stride-2 deconvolution, BN, ReLU), then a 1x1 conv.
+
+    (N, h, w, C) backbone features -> (N, h * 2**num_deconv, w * 2**num_deconv, num_joints) heatmaps.
+    The same head on every backbone (MMPose's TopdownHeatmapSimpleHead, Microsoft's PoseResNet).
+    """
     # torch's ConvTranspose2d(kernel 4, stride 2, padding 1) doubles the size and crops one pixel on
     # each side of the full output; Keras "same" with kernel 4 / stride 2 pads 1 on each side of the
     # equivalent convolution, the same placement (tests/test_weights.py checks it against torch).
     # Indices follow torch's nn.Sequential(ConvTranspose2d, BatchNorm2d, ReLU) * 3.
-    for i in range(config.num_deconv):
+    for i in range(num_deconv):
         x = keras.layers.Conv2DTranspose(
-            config.deconv_filters, 4, strides=2, padding="same", use_bias=False,
-            name=f"deconv_layers_{3 * i}",
+            filters, 4, strides=2, padding="same", use_bias=False, name=f"deconv_layers_{3 * i}",
         )(x)
         x = _batch_norm(f"deconv_layers_{3 * i + 1}")(x)
         x = keras.layers.ReLU(name=f"deconv_layers_{3 * i + 2}")(x)
-
-    heatmaps = keras.layers.Conv2D(config.num_joints, 1, use_bias=True, name="final_layer")(x)
-    return keras.Model(inputs, heatmaps, name=f"simple_baseline_r{config.depth}")
+    return keras.layers.Conv2D(num_joints, 1, use_bias=True, name="final_layer")(x)
 
 
 def build_simple_baseline(

@@ -154,7 +154,7 @@ def test_exporter_handles_every_supported_layer():
 
 @pytest.mark.parametrize("layer, kind", [
     (keras.layers.UpSampling2D(2), "UpSampling2D"),
-    (keras.layers.ReLU(max_value=6.0), "ReLU"),
+    (keras.layers.ReLU(negative_slope=0.1), "ReLU"),
     (keras.layers.Activation("sigmoid"), "sigmoid"),
 ])
 def test_unsupported_layer_is_a_clear_error(layer, kind):
