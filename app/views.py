@@ -42,6 +42,7 @@ KEY_LEGEND: list[tuple[str, str]] = [
 
 PAUSED_COLOR = PALETTE["yellow"]
 STRIP_COLOR = (40, 40, 40)  # behind the pane titles and a panel placed beside the video
+MIN_TEXT_SCALE = 0.3  # OpenCV font scale: 8 px capitals, the smallest HUD text that still reads
 MIN_TILE = 36  # px: heatmap tiles narrower than this go beside the video, where there is room
 
 
@@ -156,23 +157,26 @@ def _timing_items(timings_ms: dict[str, float]) -> list[str]:
 
 
 def _blocks(result: FrameResult, state: ViewState, kalman: bool, fps: float, runs_on: str, heatmap_note: str,
-            style: Style, factor: float, max_width: int) -> list[tuple[list, float, int, draw.Color | None]]:
-    """The HUD's text blocks, top to bottom, wrapped to `max_width`: (lines, scale, thickness, colour)."""
+            style: Style, factor: float, max_width: int, paused_line: bool = True, status: bool = True
+            ) -> list[tuple[list, float, int, draw.Color | None]]:
+    """The HUD's text blocks, top to bottom, wrapped to `max_width`: (lines, scale, thickness, colour).
+    For frames too small for everything, paused_line False leaves out the PAUSED line (the yellow
+    frame still says it) and status False the state block."""
     scale, thickness = style.scale * factor, style.thickness
 
     def wrap(items: list, s: float = scale, t: int = thickness) -> list:
         return draw.wrap_items(items, max_width - 2 * draw.status_padding(s, t) - 2, s, t)
 
     blocks = []
-    if state.paused:
+    if state.paused and paused_line:
         big = min(scale * 1.6, 2.0)
         blocks.append((wrap(["PAUSED", "space: play"], big, 2), big, 2, PAUSED_COLOR))
     people = len(result.people)
-    status = [f"{fps:.1f} FPS", f"{people} {'person' if people == 1 else 'people'}", f"kalman {'on' if kalman else 'off'}"]
+    state_items = [f"{fps:.1f} FPS", f"{people} {'person' if people == 1 else 'people'}", f"kalman {'on' if kalman else 'off'}"]
     if state.smoothing:
-        status.append(f"smoothing: {state.smoothing}")
+        state_items.append(f"smoothing: {state.smoothing}")
     if runs_on:
-        status.append(runs_on)
+        state_items.append(runs_on)
     view = [f"view: {COMPARE_NAMES.get(state.compare, state.compare)}"]
     if heatmap_note:
         view.append(heatmap_note)
@@ -182,8 +186,9 @@ def _blocks(result: FrameResult, state: ViewState, kalman: bool, fps: float, run
         colours = [("raw", draw.RAW_SPEC.color), (f"smoothed ({state.smoothing or 'Kalman'})", draw.SMOOTHED_SPEC.color)]
     else:
         colours = [("left", SIDE_COLORS["left"]), ("right", SIDE_COLORS["right"]), ("centre", SIDE_COLORS["center"])]
-    lines = wrap(status) + wrap(view) + wrap(_timing_items(result.timings_ms)) + wrap(colours)
-    blocks.append((lines, scale, thickness, None))
+    if status:
+        lines = wrap(state_items) + wrap(view) + wrap(_timing_items(result.timings_ms)) + wrap(colours)
+        blocks.append((lines, scale, thickness, None))
     if state.legend:
         keys = [line for key, action in KEY_LEGEND for line in wrap([f"{key}: {action}"])]
         blocks.append((keys, scale, thickness, None))
@@ -193,14 +198,22 @@ def _blocks(result: FrameResult, state: ViewState, kalman: bool, fps: float, run
 def _layout_hud(result, state, kalman, fps, runs_on, heatmap_note, style, origin, width, height):
     """Blocks and their top-left corners, shrunk until they fit in width x height px from origin."""
     x0, y0 = origin
+    # Smaller text first, down to the smallest that still reads; then without the PAUSED line; then
+    # the key legend alone, when it is asked for. Past that the blocks are clipped.
+    attempts = []
     factor = 1.0
-    while True:
-        blocks = _blocks(result, state, kalman, fps, runs_on, heatmap_note, style, factor, width - 2 * style.margin)
+    while style.scale * factor >= MIN_TEXT_SCALE:
+        attempts.append((factor, True, True))
+        factor *= 0.9
+    factor /= 0.9
+    attempts += [(factor, False, True)] + ([(factor, False, False)] if state.legend else [])
+    for factor, paused_line, status in attempts:
+        blocks = _blocks(result, state, kalman, fps, runs_on, heatmap_note, style, factor, width - 2 * style.margin,
+                         paused_line, status)
         sizes = [draw.status_size(lines, scale, thickness) for lines, scale, thickness, _ in blocks]
         total = sum(h for _, h, _ in sizes) + style.margin * (len(blocks) - 1)
-        if total <= height - 2 * style.margin or factor < 0.4:
+        if total <= height - 2 * style.margin:
             break
-        factor *= 0.9
     placed, y = [], y0 + style.margin
     for block, (w, h, _) in zip(blocks, sizes):
         placed.append((block, (x0 + style.margin, y), (w, h)))
