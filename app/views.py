@@ -284,16 +284,18 @@ def compose_view(annotated: np.ndarray, frame: np.ndarray, result: FrameResult, 
     people = result.people
     state.shown_tracks = tuple(int(p.track_id) for p in people)
     if state.compare == "side":
-        (_, text_h), baseline = cv2.getTextSize("Ag", draw.FONT, style.scale, style.thickness)
+        (_, text_h), baseline = draw.text_size("Ag", style.scale, style.thickness)
         strip, gap = text_h + baseline + style.margin, max(2, style.margin // 2)
-        canvas = np.full((strip + height, 2 * width + gap, 3), STRIP_COLOR, np.uint8)
+        canvas = np.empty((strip + height, 2 * width + gap, 3), np.uint8)
+        canvas[:strip] = STRIP_COLOR  # only what the panes do not cover: filling all of it costs 40 ms at 1080p
+        canvas[strip:, width:width + gap] = STRIP_COLOR
         titles = ("raw", f"smoothed ({state.smoothing or 'Kalman'})")
         panes = [(0, strip), (width + gap, strip)]
         for which, title, (x, y) in zip(("raw", "smoothed"), titles, panes):
-            pane = frame.copy()
+            pane = canvas[y:y + height, x:x + width]  # a view: drawn on in place, clipped to the pane
+            pane[:] = frame
             _draw_people(pane, people, style, threshold, which)
-            canvas[y:y + height, x:x + width] = pane
-            title_w = cv2.getTextSize(title, draw.FONT, style.scale, style.thickness)[0][0]
+            title_w = draw.text_size(title, style.scale, style.thickness)[0][0]
             cv2.putText(canvas, title, (x + max(2, (width - title_w) // 2), (strip + text_h) // 2), draw.FONT,
                         style.scale, draw.TEXT_COLOR, style.thickness, cv2.LINE_AA)
     elif state.compare == "overlay":
