@@ -25,9 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app import draw
 from app.outputs import JsonOutput, VideoOutput, check_output_path, person_record
 from app.pipeline import FrameResult, PipelineConfig, PosePipeline
+from app.views import ViewState, handle_key, render
 
 log = logging.getLogger(__name__)
 
@@ -62,55 +62,6 @@ def display_available() -> bool:
     build = cv2.getBuildInformation()
     gui_line = next((line for line in build.splitlines() if "GUI:" in line), "")
     return "NONE" not in gui_line.upper()
-
-
-@dataclass
-class ViewState:
-    """What the user toggled with keys."""
-
-    paused: bool = False
-    heatmaps: bool = False
-    compare: bool = False
-    quit: bool = False
-
-
-def handle_key(key: int, state: ViewState, pipeline: PosePipeline) -> None:
-    """Keys: q/Esc quit, k Kalman on/off, space pause, h heatmaps, c raw vs smoothed."""
-    if key in (ord("q"), 27):
-        state.quit = True
-    elif key == ord("k"):
-        pipeline.kalman = not pipeline.kalman
-    elif key == ord(" "):
-        state.paused = not state.paused
-    elif key == ord("h"):
-        state.heatmaps = not state.heatmaps
-    elif key == ord("c"):
-        state.compare = not state.compare
-
-
-def render(frame: np.ndarray, result: FrameResult, state: ViewState, kalman: bool, fps: float,
-           threshold: float) -> np.ndarray:
-    """Draw one frame's people, boxes, status line and optional heatmap panel on a copy of frame."""
-    canvas = frame.copy()
-    for person in result.people:
-        draw.draw_box(canvas, person.box, person.track_id)
-        scores = np.where(person.visible, np.maximum(person.scores, threshold), 0.0) if kalman else person.scores
-        if state.compare:
-            draw.draw_comparison(canvas, person.raw_keypoints, person.smoothed_keypoints, person.scores,
-                                 threshold=threshold)
-        else:
-            keypoints = person.smoothed_keypoints if kalman else person.raw_keypoints
-            draw.draw_pose(canvas, keypoints, scores, threshold=threshold)
-    stages = " ".join(f"{name} {ms:.0f}" for name, ms in result.timings_ms.items())
-    draw.draw_status(canvas, [
-        f"{fps:.1f} FPS  people {len(result.people)}  kalman {'on' if kalman else 'off'}",
-        f"ms: {stages}",
-    ])
-    if state.heatmaps and result.heatmaps is not None and len(result.heatmaps):
-        panel = draw.heatmap_panel(result.heatmaps, (canvas.shape[1] // 3, canvas.shape[0] // 3))
-        ph, pw = panel.shape[:2]
-        canvas[-ph:, -pw:] = panel
-    return canvas
 
 
 def person_json(person) -> dict:

@@ -41,5 +41,29 @@ SKELETON = (
     (3, 5, "left"), (4, 6, "right"),
 )
 
-# BGR colours per side (OpenCV order): left orange, right blue, centre green.
-SIDE_COLORS = {"left": (0, 128, 255), "right": (255, 128, 0), "center": (0, 200, 0)}
+# Short joint names for labels where space is tight (the heatmap tiles).
+JOINT_LABELS = (
+    "nose", "L eye", "R eye", "L ear", "R ear",
+    "L shldr", "R shldr", "L elbow", "R elbow",
+    "L wrist", "R wrist", "L hip", "R hip",
+    "L knee", "R knee", "L ankle", "R ankle",
+)
+
+# The one palette every overlay colour comes from, BGR (OpenCV order). Okabe & Ito's eight colours
+# (2008) stay distinguishable under the common colour-vision deficiencies, unlike red against green.
+# White and grey are added for the neutral parts.
+PALETTE = {
+    "black": (0, 0, 0),
+    "orange": (0, 159, 230),
+    "sky_blue": (233, 180, 86),
+    "bluish_green": (115, 158, 0),
+    "yellow": (66, 228, 240),
+    "blue": (178, 114, 0),
+    "vermillion": (0, 94, 213),
+    "reddish_purple": (167, 121, 204),
+    "white": (255, 255, 255),
+    "grey": (153, 153, 153),
+}
+
+# Colours per side: left orange, right sky blue, centre white, so a mirrored or swapped pose shows.
+SIDE_COLORS = {"left": PALETTE["orange"], "right": PALETTE["sky_blue"], "center": PALETTE["white"]}

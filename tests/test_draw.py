@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from app.draw import (RAW_SPEC, SMOOTHED_SPEC, DrawingSpec, draw_box, draw_comparison, draw_pose,
-                      draw_status, heatmap_panel, overlay_panel, track_color)
-from app.skeleton import KEYPOINT_NAMES, SIDE_COLORS
+from app.draw import (RAW_SPEC, SMOOTHED_SPEC, TRACK_COLORS, UNTRACKED_COLOR, DrawingSpec, box_label_rect,
+                      contrast_ratio, draw_box, draw_box_label, draw_comparison, draw_pose, draw_status,
+                      heatmap_grid, line_width, overlay_panel, status_size, text_color_on, track_color, wrap_items)
+from app.skeleton import JOINT_LABELS, KEYPOINT_NAMES, PALETTE, SIDE_COLORS
 
 K = len(KEYPOINT_NAMES)
 J = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
@@ -108,7 +109,8 @@ def test_box_outline_label_and_robustness():
 
 
 def test_track_colours_differ_and_repeat():
-    assert track_color(0) != track_color(1) and track_color(2) == track_color(12)
+    assert len(set(TRACK_COLORS)) == len(TRACK_COLORS)
+    assert track_color(0) != track_color(1) and track_color(2) == track_color(2 + len(TRACK_COLORS))
 
 
 def test_status_block_darkens_its_background_and_writes_text():
@@ -123,24 +125,94 @@ def test_status_block_darkens_its_background_and_writes_text():
     draw_status(canvas(), [])
 
 
-def test_heatmap_panel_tiles_people_side_by_side():
-    heatmaps = np.zeros((2, 64, 48, K), np.float32)
-    heatmaps[0, 32, 12, 5] = 1.0  # a peak for person 0 on one joint
-    heatmaps[0, 31:34, 11:14, 9] = 0.5  # a weaker joint around it: the panel shows the max
-    panel = heatmap_panel(heatmaps, size=(240, 160))
-    assert panel.shape == (160, 240, 3) and panel.dtype == np.uint8
-    # tiles are 160 x 120 (48:64 aspect); person 0's peak lands at (row 80, col 30)
-    b, g, r = (int(v) for v in panel[80, 30])
-    assert r > 100 and b < 50  # hot = red in JET
-    cold = panel[80, 180]  # person 1: all zero = JET's dark blue
-    assert cold[0] > 100 and cold[2] < 20
-    assert not heatmap_panel(np.zeros((0, 64, 48, K)), size=(50, 40)).any()
+def test_heatmap_grid_labels_each_joint_and_rings_its_peak():
+    heatmaps = np.zeros((64, 48, K), np.float32)
+    heatmaps[40, 12, J["left_wrist"]] = 1.0  # a peak at row 40, column 12 of the 64 x 48 map
+    panel = heatmap_grid(heatmaps, tile_w=48, columns=6, labels=JOINT_LABELS, title="#5 heatmaps",
+                         title_color=PALETTE["blue"], scale=0.4)
+    title_h = int(np.flatnonzero((panel[:, 0] == PALETTE["blue"]).all(axis=-1)).max()) + 1
+    label_h = (panel.shape[0] - title_h) // 3 - 64  # 3 rows of (label strip + 64 px tile)
+    assert panel.shape[1] == 6 * 48 and panel.shape[0] == title_h + 3 * (label_h + 64)
+    assert (panel[title_h - 1, 100:] == PALETTE["blue"]).all()  # the title bar in the track's colour
+    assert (panel[:title_h] == PALETTE["white"]).all(axis=-1).any()  # its text white (blue is dark)
+    # left_wrist is joint 9: row 1, column 3; its label strip holds white text, its tile a ring
+    x0, y0 = 3 * 48, title_h + label_h + 64
+    assert (panel[y0:y0 + label_h, x0:x0 + 48] > 200).all(axis=-1).sum() > 10
+    tile = panel[y0 + label_h:y0 + label_h + 64, x0:x0 + 48].astype(int)
+    ring = max(2, 48 // 10)
+    centre = np.array([40.5, 12.5])
+    rows, cols = np.nonzero((tile >= 150).all(axis=-1))  # the white ring (viridis has no such grey: min channel 37)
+    distance = np.hypot(rows + 0.5 - centre[0], cols + 0.5 - centre[1])
+    assert len(rows) >= 8 and np.abs(distance - ring).max() < 1.5
+    assert (tile[40, 12] > tile[10, 40]).any()  # the peak is brighter than the empty map around it
+    empty = panel[y0 + label_h:y0 + label_h + 64, 0:48]  # joint 6 (right_shoulder) is all zero: no ring
+    assert not (empty >= 150).all(axis=-1).any()
+    assert len(np.unique(empty.reshape(-1, 3), axis=0)) == 1  # one flat colour: viridis at 0
 
 
-def test_heatmap_panel_shrinks_tiles_to_fit_many_people():
-    panel = heatmap_panel(np.ones((10, 64, 48, K), np.float32), size=(240, 160))
-    lit = np.flatnonzero(panel.any(axis=(0, 2)))
-    assert panel.shape == (160, 240, 3) and lit.max() == 239 and panel[:, :, 2].any()
+def test_heatmap_grid_survives_nan_and_tiny_tiles():
+    heatmaps = np.full((64, 48, K), np.nan, np.float32)
+    panel = heatmap_grid(heatmaps, tile_w=4, columns=3, labels=JOINT_LABELS, title="#1", title_color=(0, 0, 0))
+    assert panel.shape[1] == 12 and panel.dtype == np.uint8
+
+
+def test_palette_is_one_set_of_colours_and_boxes_keep_clear_of_limbs():
+    palette = set(PALETTE.values())
+    used = set(SIDE_COLORS.values()) | set(TRACK_COLORS) | {UNTRACKED_COLOR, RAW_SPEC.color, SMOOTHED_SPEC.color}
+    assert used <= palette
+    limbs = set(SIDE_COLORS.values()) | {RAW_SPEC.color, SMOOTHED_SPEC.color}
+    nearest = min(np.linalg.norm(np.subtract(box, limb)) for box in TRACK_COLORS for limb in limbs)
+    assert nearest > 90  # the old green box (75, 180, 60) was 0 away from nothing but 60 from the smoothed green
+    assert RAW_SPEC.color != SMOOTHED_SPEC.color and SIDE_COLORS["left"] != SIDE_COLORS["right"]
+
+
+@pytest.mark.parametrize("color", TRACK_COLORS + (UNTRACKED_COLOR,))
+def test_label_text_is_black_or_white_whichever_reads(color):
+    text = text_color_on(color)
+    assert text in (PALETTE["black"], PALETTE["white"])
+    assert contrast_ratio(text, color) >= 4.5  # WCAG AA for normal text
+    image = canvas(120, 200)
+    box = (60, 60, 180, 110)
+    draw_box_label(image, box, track_id=48, color=color, font_scale=0.6)
+    left, top, right, bottom = box_label_rect(image, box, "#48", 0.6)
+    label = image[top:bottom, left:right]
+    assert (label == color).all(axis=-1).mean() > 0.5  # filled with the box colour
+    assert (label == text).all(axis=-1).sum() >= 5  # the text's core pixels are exactly black or white
+    other = PALETTE["white"] if text == PALETTE["black"] else PALETTE["black"]
+    assert not (label == other).all(axis=-1).any()
+
+
+def test_dark_label_gets_white_text_light_label_black():
+    assert text_color_on(PALETTE["blue"]) == PALETTE["white"]
+    assert text_color_on(PALETTE["yellow"]) == PALETTE["black"]
+    assert contrast_ratio((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
+
+
+def test_box_without_label_draws_only_the_outline():
+    image = canvas()
+    draw_box(image, (40, 50, 120, 110), track_id=3, label=False)
+    assert tuple(image[80, 40]) == track_color(3)
+    assert not image[:45].any()  # nothing above the box
+
+
+def test_wrap_items_keeps_every_line_inside_the_width():
+    items = ["11.7 FPS", "2 people", "kalman on", "a_very_long_item_without_spaces_that_cannot_fit_anywhere"]
+    lines = wrap_items(items, 100, 0.4)
+    assert all(line_width(line, 0.4) <= 100 for line in lines)
+    assert "".join(lines).replace(" ", "") == "".join(items).replace(" ", "")  # nothing lost, order kept
+    assert lines[0] == "11.7 FPS  2 people"  # two short items share a line
+
+
+def test_status_block_swatches_are_exactly_their_colour():
+    image = np.full((60, 200, 3), 128, np.uint8)
+    lines = [[("left", SIDE_COLORS["left"]), ("  ", None), ("right", SIDE_COLORS["right"])]]
+    draw_status(image, lines, origin=(4, 4), scale=0.5)
+    width, height, _ = status_size(lines, 0.5)
+    for color in (SIDE_COLORS["left"], SIDE_COLORS["right"]):
+        solid = (image == color).all(axis=-1)
+        rows, cols = np.nonzero(solid)
+        assert solid.sum() >= 6 * 8 and rows.max() - rows.min() >= 5 and cols.max() - cols.min() >= 7
+    assert line_width(lines[0], 0.5) + 8 <= width and (image[4 + height:] == 128).all()
 
 
 def test_overlay_panel_in_a_corner():
