@@ -119,10 +119,12 @@ def fit_size(frame_size: tuple[int, int], screen: tuple[int, int] | None) -> tup
     """The window's first (W, H): the frame's aspect ratio, no larger than the frame nor than the
     usable part of the screen (DEFAULT_SCREEN when unknown)."""
     width, height = frame_size
-    screen_w, screen_h = screen or DEFAULT_SCREEN
-    limit_w, limit_h = screen_w * SCREEN_MARGIN[0], screen_h * SCREEN_MARGIN[1]
+    if screen:
+        limit_w, limit_h = screen[0] * SCREEN_MARGIN[0], screen[1] * SCREEN_MARGIN[1]
+    else:
+        limit_w, limit_h = DEFAULT_SCREEN  # already a window size that fits any screen in use
     scale = min(1.0, limit_w / width, limit_h / height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    return max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
 
 
 def quiet_qt_fonts() -> None:
@@ -150,6 +152,10 @@ class Window:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
         self.size = fit_size(frame_size, screen)
         cv2.resizeWindow(title, *self.size)
+        if screen:
+            # The window manager placed the window at its first, default size; centre the fitted one
+            # so all of it is on the screen (a little above centre: the title bar).
+            cv2.moveWindow(title, max(0, (screen[0] - self.size[0]) // 2), max(0, (screen[1] - self.size[1]) // 2 - 16))
         self._seen = False  # the window was reported visible once (a backend that cannot tell says -1)
         self._closed = False
 
