@@ -3,16 +3,19 @@
     python run_demo.py                          # webcam 0
     python run_demo.py --source video.mp4 --output out.mp4 --json out.json
 
-Keys in the window: q or Esc quits, k toggles the Kalman smoothing, space pauses, h shows the
-heatmaps the model predicts, c shows raw and smoothed keypoints together.
+Keys in the window: q or Esc quits (so does closing the window), k toggles the Kalman smoothing,
+space pauses, h shows the heatmaps the model predicts, c shows raw and smoothed keypoints together.
 Errors print one line and exit with a status of their own (see README, Troubleshooting);
 --debug shows the traceback instead.
 """
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import sys
+import threading
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics must not phone home from a demo
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter (cuInit on a CPU) is no error of ours
@@ -27,6 +30,33 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _camera_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, e.g. 1280x720, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -61,6 +91,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="heatmap decoding (dark: sub-pixel, default)")
     parser.add_argument("--threshold", type=float, default=0.3, help="draw joints scoring above this")
     parser.add_argument("--headless", action="store_true", help="never open a window (also when no display)")
+    # The window and the camera (issue 13).
+    parser.add_argument("--record-view", action="store_true",
+                        help="--output records exactly what the window shows (HUD, panels, mirror); "
+                             "default: the annotated frames only")
+    parser.add_argument("--image-delay", type=_seconds, default=0.0,
+                        help="seconds each still image stays in the window (default 0: until a key)")
+    parser.add_argument("--camera-size", type=_camera_size, default=None, metavar="WxH",
+                        help="frame size to ask of the camera, e.g. 1280x720 (it answers with its nearest mode)")
+    parser.add_argument("--camera-fps", type=_positive_float, default=None,
+                        help="frame rate to ask of the camera")
+    mirror = parser.add_mutually_exclusive_group()
+    mirror.add_argument("--mirror", dest="mirror", action="store_true", default=None,
+                        help="show a mirror image (selfie view; the default for cameras); the JSON keeps "
+                             "the camera's own coordinates")
+    mirror.add_argument("--no-mirror", dest="mirror", action="store_false", help="show the camera as it sees")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar for files")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -73,11 +118,78 @@ def main(argv=None) -> int:
     return run_command(lambda: _run(args), args.debug, hard_exit_on_interrupt=True)
 
 
+# What TensorFlow, absl and LiteRT print straight to file descriptor 2 while they load, whatever
+# TF_CPP_MIN_LOG_LEVEL says (TensorFlow 2.21 logs through absl before it reads it): information
+# for their developers, not for a user of the demo. Anything else is passed through.
+_NATIVE_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "  # absl INFO and WARNING lines
+    r"|E\d{4} [\d:.]+ +\d+ cuda_\S+:\d+\] failed call to cuInit"  # a machine without a GPU
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU"
+)
+
+
+@contextlib.contextmanager
+def native_noise_filtered(enabled: bool = True):
+    """While active, lines written to file descriptor 2 (by C++ libraries too, which sys.stderr
+    cannot catch) go through a pipe; a thread forwards every line that is not `_NATIVE_NOISE` to
+    the real stderr as it comes, so nothing else is delayed or lost."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    real_stderr = os.dup(2)
+    read_end, write_end = os.pipe()
+
+    def forward() -> None:
+        pending = b""
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not _NATIVE_NOISE.match(line.decode(errors="replace")):
+                        os.write(real_stderr, line + b"\n")
+        if pending:
+            os.write(real_stderr, pending)
+
+    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    thread.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real_stderr, 2)  # closes the pipe's last write end: the thread sees the end
+        thread.join(timeout=2.0)
+        os.close(real_stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
-    # Cheap checks first, so a typo fails in a second rather than after loading two models.
-    from app.demo import DemoOptions, check_outputs, display_available, run
-    from app.pipeline import PipelineConfig
+    # Cheap checks first, and the source opened before anything heavy is imported or loaded, so a
+    # typo or a missing camera fails in a second rather than after loading two models.
+    from app.outputs import check_output_path
+    from app.sources import open_source
     from app.weights import read_sidecar, resolve_weights
+
+    weights = resolve_weights(args.weights, model=args.model)  # MissingWeightsError (exit 2) names the two ways to get them
+    if read_sidecar(weights).get("trained") is False:
+        print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing", file=sys.stderr)
+    for path in (args.output, args.json):
+        if path:
+            check_output_path(path, args.overwrite)
+    source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)
+    try:
+        return _load_and_run(args, weights, source)
+    finally:
+        source.close()  # run() closes it too; this covers a model that fails to load
+
+
+def _load_and_run(args: argparse.Namespace, weights, source) -> int:
+    from app.demo import DemoOptions, run
+    from app.pipeline import PipelineConfig
+    from app.window import probe_display
 
     pipeline_config = PipelineConfig(detect_every=args.detect_every, kalman=args.kalman)
     options = DemoOptions(
@@ -86,35 +198,54 @@ def _run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, headless=args.headless, flip=args.flip, decode=args.decode,
         threshold=args.threshold, max_frames=args.max_frames, progress=not args.no_progress,
         pipeline=pipeline_config,
+        record_view=args.record_view, image_delay=args.image_delay, mirror=args.mirror,
     )
-    weights = resolve_weights(args.weights, model=args.model)  # MissingWeightsError (exit 2) names the two ways to get them
-    if read_sidecar(weights).get("trained") is False:
-        print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing", file=sys.stderr)
-    check_outputs(options)
-    show = not args.headless and display_available()
-    if not args.headless and not show:
-        print("no display found: running headless (outputs are still written)", file=sys.stderr)
+    if (args.camera_size or args.camera_fps) and source.kind != "camera":
+        print("warning: --camera-size and --camera-fps apply to cameras only; ignored", file=sys.stderr)
+    display = None
+    if not args.headless:
+        display = probe_display()  # before any window: an unreachable display would abort the process
+        if not display.ok:
+            print(f"no usable display ({display.reason}): running headless, outputs are still written",
+                  file=sys.stderr)
 
-    from app.detector import DetectorConfig, PersonDetector
-    from app.pipeline import PosePipeline
-    from app.pose import PoseConfig, PoseEstimator
-    from app.runtime import load_runner
-    from app.sources import open_source
+    print(f"{_describe(source)}; loading the detector ({os.path.basename(args.detector)}) and the pose "
+          f"model ({weights.name}) ...", file=sys.stderr, flush=True)
+    with native_noise_filtered(enabled=not args.debug):
+        from app.detector import DetectorConfig, PersonDetector
+        from app.pipeline import PosePipeline
+        from app.pose import PoseConfig, PoseEstimator
+        from app.runtime import load_runner
 
-    source = open_source(args.source)
-    try:
         detector = PersonDetector(DetectorConfig(model=args.detector, conf=args.detector_conf,
                                                  imgsz=args.detector_size, max_det=args.max_people))
         runner = load_runner(weights, runtime=args.runtime)
         estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode))
         pipeline = PosePipeline(detector, estimator, pipeline_config)
-    except BaseException:
-        source.close()
-        raise
-    count = run(options, pipeline, source, show)
+    show = display is not None and display.ok
+    count = run(options, pipeline, source, show, screen=display.screen if show else None)
     print(f"{count} frames processed", file=sys.stderr)
     return 0
 
 
+def _describe(source) -> str:
+    """One line on what was opened; for a camera, what it was asked and what it gave."""
+    width, height = source.size
+    text = f"{source.description}: {width}x{height} at {source.fps:g} fps"
+    if source.frame_count and source.kind != "camera":
+        text += f", {source.frame_count} {'images' if source.kind == 'images' else 'frames'}"
+    asked_size, asked_fps = getattr(source, "requested", (None, None))
+    if asked_size is not None or asked_fps is not None:
+        asked = " at ".join(part for part in (f"{asked_size[0]}x{asked_size[1]}" if asked_size else "",
+                                              f"{asked_fps:g} fps" if asked_fps else "") if part)
+        text += f" (asked for {asked})"
+    return text
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Leave without the interpreter's teardown of TensorFlow, torch and ONNX Runtime (over a second):
+    # the outputs are closed by now, and closing the window means the program ends now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -14,12 +14,10 @@ so the video written so far plays and the JSON parses.
 """
 
 import logging
-import os
 import queue
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -28,10 +26,11 @@ import numpy as np
 from app.outputs import JsonOutput, VideoOutput, check_output_path, person_record
 from app.pipeline import FrameResult, PipelineConfig, PosePipeline
 from app.views import ViewState, handle_key, render
+from app.window import Window, letterbox, probe_display
 
 log = logging.getLogger(__name__)
 
-WINDOW = "pose (q quit, k kalman, space pause, h heatmaps, c compare)"
+WINDOW = "pose"  # the keys are listed in the window itself (HUD legend, ?)
 _END = object()  # sentinel that closes a queue
 
 
@@ -53,15 +52,16 @@ class DemoOptions:
     max_frames: int | None = None
     progress: bool = True
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    # The window (issue 13).
+    record_view: bool = False  # --output records what the window shows instead of the annotated frame
+    image_delay: float = 0.0  # seconds a still image stays in the window; 0: until a key
+    mirror: bool | None = None  # selfie view; None: for cameras only
 
 
 def display_available() -> bool:
-    """Whether a window can be opened: cv2.imshow aborts the whole process when it cannot."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    build = cv2.getBuildInformation()
-    gui_line = next((line for line in build.splitlines() if "GUI:" in line), "")
-    return "NONE" not in gui_line.upper()
+    """Whether a window can be opened: cv2.imshow aborts the whole process when it cannot, so the
+    display is connected to first (app.window.probe_display has the reason and screen size)."""
+    return probe_display().ok
 
 
 def person_json(person) -> dict:
@@ -125,14 +125,103 @@ def check_outputs(options: DemoOptions) -> tuple[Path | None, Path | None]:
     return video_path, json_path
 
 
-def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool) -> int:
+def mirror_result(result: FrameResult, width: int) -> FrameResult:
+    """`result` as seen in a mirror of a `width`-pixel-wide frame (cv2.flip(frame, 1)), for drawing.
+
+    Only positions move: a left wrist stays a left wrist, so its colour stays anatomical.
+    Keypoints are pixel centres (x -> W-1-x, as cv2.flip maps pixels); boxes are edges (x -> W-x).
+    """
+    people = []
+    for person in result.people:
+        x1, y1, x2, y2 = np.asarray(person.box, np.float64)
+        people.append(replace(
+            person,
+            box=np.array([width - x2, y1, width - x1, y2], np.asarray(person.box).dtype),
+            raw_keypoints=_mirror_points(person.raw_keypoints, width),
+            smoothed_keypoints=_mirror_points(person.smoothed_keypoints, width),
+        ))
+    heatmaps = None if result.heatmaps is None else np.ascontiguousarray(result.heatmaps[:, :, ::-1, :])
+    return replace(result, people=people, heatmaps=heatmaps)
+
+
+def _mirror_points(points: np.ndarray, width: int) -> np.ndarray:
+    mirrored = np.array(points, copy=True)
+    mirrored[..., 0] = (width - 1) - mirrored[..., 0]
+    return mirrored
+
+
+def _draw(frame, result: FrameResult, state: ViewState, kalman: bool, fps: float, threshold: float,
+          mirror: bool, record: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """(recorded, shown) for one frame: what --output records (None unless `record`) and what the
+    window shows. The recording is in the camera's own coordinates, like the JSON; the window
+    may be mirrored (selfie view).
+
+    The one place the views are drawn. # TODO(merge, issue 13): with app/views.py,
+        recorded = views.annotate(frame.image, result, state, kalman, threshold)
+        shown = views.compose_view(annotated, image, result, state, kalman, fps, threshold)
+    where `annotated` is `recorded` when not mirrored, else annotate() of the mirrored image/result.
+    """
+    recorded = render(frame.image, result, state, kalman, fps, threshold) if record else None
+    if mirror:
+        image = cv2.flip(frame.image, 1)
+        shown = render(image, mirror_result(result, image.shape[1]), state, kalman, fps, threshold)
+    else:
+        shown = recorded if recorded is not None else render(frame.image, result, state, kalman, fps, threshold)
+    return recorded, shown
+
+
+def _view_state(state: ViewState, pipeline: PosePipeline) -> tuple:
+    """Everything a key can change, to tell whether a key changed what the window shows."""
+    return astuple(state) + (pipeline.kalman,)
+
+
+def _interact(window: Window, state: ViewState, pipeline: PosePipeline, redraw, hold_s: float | None) -> None:
+    """Handles the window after a frame was shown, until the run should go on (or quit).
+
+    Every key that changes the view redraws the current frame at once (`redraw() -> image`),
+    paused or not. While paused it waits, responsive; a still image waits too, `hold_s` seconds
+    (0: until a key that changes nothing, e.g. Enter or n); hold_s None: a video, go on at once.
+    A window closed by the user sets state.quit, as q does.
+    """
+    started = time.monotonic()
+    delay_ms = 1
+    while not state.quit:
+        key = window.wait_key(delay_ms)
+        delay_ms = 20  # after the first look, wait in small steps: keys, close and Ctrl-C within 20 ms
+        if window.closed():
+            state.quit = True
+            return
+        if key != 255:
+            before = _view_state(state, pipeline)
+            handle_key(key, state, pipeline)
+            if state.quit:
+                return
+            if _view_state(state, pipeline) != before:
+                if redraw is not None:
+                    window.show(redraw())
+            elif hold_s is not None and not state.paused:
+                return  # any other key moves on to the next image
+        if state.paused:
+            continue
+        if hold_s is None or (hold_s > 0 and time.monotonic() - started >= hold_s):
+            return
+
+
+def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
+        screen: tuple[int, int] | None = None) -> int:
     """Runs the demo on an opened source until it ends or the user quits; returns frames processed.
 
-    Raises the first error a stage met (after closing the outputs), KeyboardInterrupt on Ctrl-C.
+    show: open a window (the caller has checked the display: app.window.probe_display); screen:
+    its (W, H) when known, to fit the window. Raises the first error a stage met (after closing the
+    outputs), KeyboardInterrupt on Ctrl-C. Closing the window ends the run as q does.
     """
     video_path, json_path = check_outputs(options)
     live = bool(getattr(source, "is_live", False))
+    kind = getattr(source, "kind", "")
+    mirror = options.mirror if options.mirror is not None else kind == "camera"
+    hold_s = options.image_delay if kind == "images" else None
     video = VideoOutput(video_path, fps=source.fps or 25.0) if video_path else None
+    record_size = None  # --record-view: the first view's (W, H); wider views are letterboxed into it
     width, height = source.size
     json_out = (JsonOutput(json_path, source=str(options.source), fps=source.fps, width=width, height=height)
                 if json_path else None)
@@ -144,7 +233,7 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool) -> int
     threads = [
         threading.Thread(target=_reader, args=(source, frames, stop, live), daemon=True, name="reader"),
         threading.Thread(target=_inference, args=(pipeline, frames, results, stop, want_heatmaps,
-                                                    getattr(source, "kind", "") == "images"),
+                                                    kind == "images"),
                          daemon=True, name="inference"),
     ]
     state = ViewState()
@@ -152,15 +241,22 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool) -> int
     count = 0
     fps = 0.0
     last = time.perf_counter()
+    window = None
+    redraw = None  # redraws the frame on screen (after a key changed the view)
     try:
+        if show:
+            window = Window(WINDOW, (width, height), screen)
+            # Heatmaps travel with every result while a window is open, so h shows them at once,
+            # paused too (a copy of what the model computes anyway).
+            want_heatmaps.set()
         for thread in threads:
             thread.start()
         while not state.quit:
             try:
-                item = results.get(timeout=0.1)
+                item = results.get(timeout=0.02 if window is not None else 0.1)
             except queue.Empty:
-                if show:
-                    handle_key(cv2.waitKey(1) & 0xFF, state, pipeline)
+                if window is not None:
+                    _interact(window, state, pipeline, redraw, None)
                 continue
             if item is _END:
                 break
@@ -170,23 +266,27 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool) -> int
             now = time.perf_counter()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if count else 1.0 / max(now - last, 1e-6)
             last = now
-            canvas = render(frame.image, result, state, pipeline.kalman, fps, options.threshold)
+            recorded, shown = _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
+                                    record=video is not None and not options.record_view)
             if video is not None:
-                video.write(canvas)
+                if options.record_view:
+                    record_size = record_size or (shown.shape[1], shown.shape[0])
+                    video.write(letterbox(shown, record_size))
+                else:
+                    video.write(recorded)
             if json_out is not None:
                 json_out.write_frame(frame.index, frame.timestamp_s, [person_json(p) for p in result.people])
             count += 1
             if progress is not None:
                 progress.update(1)
-            if show:
-                cv2.imshow(WINDOW, canvas)
-                handle_key(cv2.waitKey(1) & 0xFF, state, pipeline)
-                while state.paused and not state.quit:
-                    handle_key(cv2.waitKey(50) & 0xFF, state, pipeline)
-                if state.heatmaps:
-                    want_heatmaps.set()
-                else:
-                    want_heatmaps.clear()
+            if window is not None:
+                window.show(shown)
+
+                def redraw(frame=frame, result=result, fps=fps):
+                    return _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
+                                 record=False)[1]
+
+                _interact(window, state, pipeline, redraw, hold_s)
             if options.max_frames is not None and count >= options.max_frames:
                 break
     finally:
@@ -200,8 +300,8 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool) -> int
             json_out.close()
         if progress is not None:
             progress.close()
-        if show:
-            cv2.destroyAllWindows()
+        if window is not None:
+            window.destroy()
     return count
 
 

@@ -192,6 +192,19 @@ class VideoSource(FrameSource):
         self._capture.release()
 
 
+def _quietly(capture_factory: CaptureFactory, index: int):
+    """capture_factory(index) without OpenCV's log lines: each backend it tries reports a missing
+    camera on its own (about 15 lines); the CameraError that follows says it once. --debug keeps them."""
+    if log.isEnabledFor(logging.DEBUG):
+        return capture_factory(index)
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return capture_factory(index)
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
 class CameraSource(FrameSource):
     """A live camera: no first frame within `timeout_s` -> CameraError at open; `max_failed_reads`
     failed reads in a row mid-run -> CameraError raised from iteration (so the caller can close
@@ -200,11 +213,19 @@ class CameraSource(FrameSource):
     kind = "camera"
 
     def __init__(self, index: int, capture_factory: CaptureFactory = cv2.VideoCapture,
-                 timeout_s: float = 5.0, max_failed_reads: int = 5, retry_pause_s: float = 0.1):
-        capture = capture_factory(index)
+                 timeout_s: float = 5.0, max_failed_reads: int = 5, retry_pause_s: float = 0.1,
+                 size: tuple[int, int] | None = None, fps: float | None = None):
+        capture = _quietly(capture_factory, index)
         if not capture.isOpened():
             capture.release()
             raise CameraError(f"cannot open camera {index}: no camera at that index, or it is in use")
+        # Asked, not promised: a camera picks its nearest mode (see `requested` against `size`/`fps`).
+        self.requested = (size, fps)
+        if size is not None:
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+        if fps is not None:
+            capture.set(cv2.CAP_PROP_FPS, fps)
         # Cameras often return empty reads while they start up, so poll until the deadline. A read
         # that blocks is bounded by the backend's own timeout (V4L2: 10 s).
         deadline = time.monotonic() + timeout_s
@@ -289,19 +310,23 @@ class ImageSource(FrameSource):
 
 def open_source(spec: str | PathLike, *, camera_timeout_s: float = 5.0,
                 capture_factory: CaptureFactory = cv2.VideoCapture,
-                image_fps: float = DEFAULT_IMAGE_FPS) -> FrameSource:
+                image_fps: float = DEFAULT_IMAGE_FPS, camera_size: tuple[int, int] | None = None,
+                camera_fps: float | None = None) -> FrameSource:
     """Open a camera index ("0"), a video file, an image file or a folder of images.
 
     A spec made only of digits is a camera index; write "./0" for a file or folder named 0.
     Checks the input now (the first frame is decoded) so the run fails before it starts.
     Raises SourceError (missing, empty or undecodable input) or CameraError (no camera, busy).
     `capture_factory` builds the cv2.VideoCapture for cameras and videos (tests pass a fake).
+    `camera_size` (W, H) and `camera_fps` are asked of a camera (ignored for files); the camera
+    answers with its nearest mode, which the source's `size` and `fps` then report.
     """
     if not image_fps > 0:
         raise ValueError(f"image_fps must be positive, got {image_fps}")
     text = str(spec)
     if text.isdigit():
-        return CameraSource(int(text), capture_factory, timeout_s=camera_timeout_s)
+        return CameraSource(int(text), capture_factory, timeout_s=camera_timeout_s, size=camera_size,
+                            fps=camera_fps)
     path = Path(text).expanduser()
     if not path.exists():
         raise SourceError(f"{path} does not exist; pass a camera index, a video, an image or a folder")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 import run_demo
@@ -205,3 +206,185 @@ def test_bad_input_gives_one_line_and_its_exit_status(case, expected, capsys, tm
     code, stderr = run_main(capsys, *args)
     assert code == expected, stderr
     assert_one_line(stderr)
+
+
+# --- the window's behaviour, with a stand-in window (tests/test_window.py runs the real one) ----
+
+from app import demo as demo_module  # noqa: E402
+from app.demo import DemoOptions, ViewState, _interact, mirror_result  # noqa: E402
+from app.pipeline import FrameResult, Person  # noqa: E402
+from app.sources import Frame  # noqa: E402
+
+
+class ScriptedWindow:
+    """Stands in for app.window.Window: wait_key returns the scripted keys, then 255 (no key);
+    `close_after` waits later the user closes it."""
+
+    def __init__(self, keys=(), close_after=None):
+        self.keys = [ord(k) if isinstance(k, str) else k for k in keys]
+        self.close_after = close_after
+        self.waits = 0
+        self.shown = []
+
+    def wait_key(self, delay_ms):
+        self.waits += 1
+        return self.keys.pop(0) if self.keys else 255
+
+    def closed(self):
+        return self.close_after is not None and self.waits >= self.close_after
+
+    def show(self, image):
+        self.shown.append(image)
+
+
+class Toggle:
+    kalman = True
+
+
+def interact(window, state=None, hold_s=None, timeout_s=5.0):
+    state = state or ViewState()
+    pipeline = Toggle()
+    redraws = []
+    start = time.monotonic()
+    # A scripted window never blocks, so a wait that never ends would spin: bound it.
+    original = window.wait_key
+
+    def wait_key(delay_ms):
+        assert time.monotonic() - start < timeout_s, "_interact never returned"
+        time.sleep(delay_ms / 1000)
+        return original(delay_ms)
+
+    window.wait_key = wait_key
+    _interact(window, state, pipeline, lambda: redraws.append(pipeline.kalman) or "image", hold_s)
+    return state, pipeline, redraws, time.monotonic() - start
+
+
+def test_pause_waits_and_every_toggle_redraws_the_paused_frame():
+    window = ScriptedWindow([" ", 255, "k", 255, 255, "k", " "])
+    state, pipeline, redraws, _ = interact(window)
+    assert redraws == [True, False, True, True]  # pause, k, k, play: each redrawn at once
+    assert window.shown == ["image"] * 4
+    assert not state.paused and not state.quit and window.waits == 7
+
+
+def test_closing_the_window_while_paused_quits():
+    state, _, _, seconds = interact(ScriptedWindow(close_after=5), ViewState(paused=True))
+    assert state.quit and seconds < 1.0
+
+
+def test_a_video_frame_goes_on_at_once():
+    window = ScriptedWindow()
+    state, _, redraws, _ = interact(window)
+    assert window.waits == 1 and redraws == [] and not state.quit
+
+
+def test_a_still_image_waits_for_a_key_that_changes_nothing():
+    window = ScriptedWindow([255] * 20 + ["k"] + [255] * 5 + [13])
+    state, pipeline, redraws, _ = interact(window, hold_s=0.0)
+    assert window.waits == 27  # waited through 20 empty looks and the k, left on Enter
+    assert redraws == [False] and not state.quit
+
+
+def test_a_still_image_goes_on_after_the_image_delay_unless_paused():
+    _, _, _, seconds = interact(ScriptedWindow(), hold_s=0.3)
+    assert 0.3 <= seconds < 1.0
+    window = ScriptedWindow(close_after=60)
+    state, _, _, seconds = interact(window, ViewState(paused=True), hold_s=0.1)
+    assert state.quit and seconds > 0.5  # paused: stayed past the delay until the window closed
+
+
+def person_at(x: float) -> Person:
+    keypoints = np.tile([[x, 20.0]], (17, 1))
+    return Person(track_id=1, box=np.array([10.0, 5.0, 30.0, 50.0]), box_score=0.9, raw_keypoints=keypoints,
+                  smoothed_keypoints=keypoints + 1, scores=np.full(17, 0.9), visible=np.ones(17, bool), kalman=True)
+
+
+def test_mirror_moves_positions_only():
+    heatmaps = np.zeros((1, 8, 6, 17), np.float32)
+    heatmaps[0, 2, 1, 9] = 1.0  # left wrist's peak near the left edge
+    result = FrameResult(people=[person_at(10.0)], detected=True, timings_ms={}, heatmaps=heatmaps)
+    mirrored = mirror_result(result, width=100)
+    person = mirrored.people[0]
+    np.testing.assert_allclose(person.raw_keypoints[:, 0], 89.0)  # pixel 10 -> pixel 89 under cv2.flip
+    np.testing.assert_allclose(person.smoothed_keypoints[:, 0], 88.0)
+    np.testing.assert_allclose(person.box, [70.0, 5.0, 90.0, 50.0])
+    assert mirrored.heatmaps[0, 2, 4, 9] == 1.0  # same joint channel (anatomical), mirrored position
+    assert result.people[0].raw_keypoints[0, 0] == 10.0  # the result itself is untouched (JSON)
+
+
+class OnePersonSource:
+    kind, is_live, fps, size, frame_count = "camera", True, 10.0, (64, 48), None
+
+    def __init__(self, count=3):
+        self.count = count
+
+    def __iter__(self):
+        for index in range(self.count):
+            yield Frame(index, np.full((48, 64, 3), 40, np.uint8), index / 10)
+
+    def close(self):
+        pass
+
+
+class OnePersonPipeline:
+    kalman = True
+
+    def process(self, image, want_heatmaps=False):
+        return FrameResult(people=[person_at(10.0)], detected=True, timings_ms={"detect": 0.0})
+
+    def reset(self):
+        pass
+
+
+@pytest.mark.parametrize("record_view", [False, True])
+def test_output_records_the_annotated_frame_or_exactly_the_view(tmp_path, monkeypatch, record_view):
+    """--output: the recorded picture; --record-view: what the window shows, letterboxed into the
+    first view's size when the view grows (e.g. side by side)."""
+    def fake_draw(frame, result, state, kalman, fps, threshold, mirror, record):
+        recorded = np.full((48, 64, 3), 60, np.uint8) if record else None
+        shown = np.full((48, 64 * (1 + frame.index % 2), 3), 200, np.uint8)  # odd frames twice as wide
+        return recorded, shown
+
+    monkeypatch.setattr(demo_module, "_draw", fake_draw)
+    options = DemoOptions(source="0", output=str(tmp_path / "out.avi"), json=str(tmp_path / "out.json"),
+                          progress=False, record_view=record_view)
+    assert demo_module.run(options, OnePersonPipeline(), OnePersonSource(), show=False) == 3
+    capture = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    frames = [capture.read()[1] for _ in range(3)]
+    assert all(frame.shape == (48, 64, 3) for frame in frames)
+    if record_view:
+        assert abs(int(frames[0][24, 32, 0]) - 200) < 8
+        assert frames[1][:10].max() < 8 and abs(int(frames[1][24, 32, 0]) - 200) < 8  # letterboxed
+    else:
+        assert all(abs(int(frame[24, 32, 0]) - 60) < 8 for frame in frames)
+    # The JSON stays in the camera's coordinates, mirror or not (a camera is mirrored by default).
+    document = json.loads((tmp_path / "out.json").read_text())
+    assert document["frames"][0]["people"][0]["keypoints"][0] == 11.0  # smoothed x, not 100 - 1 - 11
+
+
+def test_camera_and_window_options_parse():
+    args = run_demo.parse_args(["--camera-size", "1280x720", "--camera-fps", "60", "--no-mirror",
+                                "--record-view", "--image-delay", "2.5"])
+    assert args.camera_size == (1280, 720) and args.camera_fps == 60.0 and args.mirror is False
+    assert args.record_view and args.image_delay == 2.5
+    assert run_demo.parse_args([]).mirror is None  # decided by the source: cameras mirror
+
+
+@pytest.mark.parametrize("bad", [["--camera-size", "1280"], ["--camera-size", "0x720"], ["--camera-fps", "0"],
+                                 ["--image-delay", "-1"]])
+def test_bad_camera_and_window_options_exit_2(bad, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo.parse_args(bad)
+    assert exit_info.value.code == 2
+
+
+def test_a_missing_camera_fails_fast_without_loading_the_networks(tmp_path, random_weights):
+    """The source is opened before TensorFlow, Ultralytics and the models load."""
+    start = time.monotonic()
+    completed = subprocess.run(demo_command("--weights", str(random_weights), "--source", "9"), cwd=tmp_path,
+                               env=demo_env(), capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - start
+    assert completed.returncode == 4
+    assert [line for line in completed.stderr.splitlines() if not line.startswith("warning:")] == [
+        "error: cannot open camera 9: no camera at that index, or it is in use"], completed.stderr
+    assert seconds < 5.0, f"{seconds:.1f} s"  # 0.5 s here; the models alone take 10 s to load

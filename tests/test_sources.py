@@ -47,6 +47,11 @@ class FakeCapture:
     def get(self, prop):
         return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: self.frame_count}.get(prop, 0.0)
 
+    def set(self, prop, value):
+        """What was asked of the camera; like a real one, it keeps its own mode (frames, fps)."""
+        self.asked = {**getattr(self, "asked", {}), prop: value}
+        return True
+
     def release(self):
         self.released = True
 
@@ -180,6 +185,20 @@ def test_camera_reports_live_and_a_default_rate():
     with open_source("0", capture_factory=lambda index: FakeCapture(gray_frames(1), fps=0.0)) as source:
         assert source.is_live and source.frame_count is None and source.fps == 30.0
         assert source.size == (6, 4) and source.kind == "camera"
+
+
+def test_camera_size_and_rate_are_asked_and_what_it_gave_is_reported():
+    capture = FakeCapture(gray_frames(2), fps=30.0)
+    with open_source("0", capture_factory=lambda index: capture, camera_size=(1280, 720), camera_fps=60) as source:
+        assert capture.asked == {cv2.CAP_PROP_FRAME_WIDTH: 1280, cv2.CAP_PROP_FRAME_HEIGHT: 720, cv2.CAP_PROP_FPS: 60}
+        assert source.requested == ((1280, 720), 60)
+        assert source.size == (6, 4) and source.fps == 30.0  # what the camera gave, not what was asked
+
+
+def test_camera_asks_nothing_unless_told():
+    capture = FakeCapture(gray_frames(1))
+    with open_source("0", capture_factory=lambda index: capture) as source:
+        assert not hasattr(capture, "asked") and source.requested == (None, None)
 
 
 def test_camera_survives_a_few_failed_reads_then_raises_when_it_stops():
