@@ -86,6 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     kalman.add_argument("--kalman", dest="kalman", action="store_true", default=True,
                         help="smooth keypoints with a Kalman filter (default; toggle live with k)")
     kalman.add_argument("--no-kalman", dest="kalman", action="store_false", help="show raw keypoints")
+    parser.add_argument("--smoothing", choices=["auto", "live", "offline"], default="auto",
+                        help="offline: smooth each frame with the next 0.3 s too (no lag; output that "
+                             "far behind); auto: offline for a video file written to --output/--json, else live")
     parser.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop")
     parser.add_argument("--decode", choices=["dark", "quarter", "argmax"], default="dark",
                         help="heatmap decoding (dark: sub-pixel, default)")
@@ -197,7 +200,7 @@ def _load_and_run(args: argparse.Namespace, weights, source) -> int:
         detector_imgsz=args.detector_size, runtime=args.runtime, output=args.output, json=args.json,
         overwrite=args.overwrite, headless=args.headless, flip=args.flip, decode=args.decode,
         threshold=args.threshold, max_frames=args.max_frames, progress=not args.no_progress,
-        pipeline=pipeline_config,
+        pipeline=pipeline_config, smoothing=args.smoothing,
         record_view=args.record_view, image_delay=args.image_delay, mirror=args.mirror,
     )
     if (args.camera_size or args.camera_fps) and source.kind != "camera":

@@ -23,6 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+<<<<<<< HEAD
+=======
+from app import draw
+from app.offline import offline_stage
+>>>>>>> smooth
 from app.outputs import JsonOutput, VideoOutput, check_output_path, person_record
 from app.pipeline import FrameResult, PipelineConfig, PosePipeline
 from app.views import ViewState, handle_key, render
@@ -51,6 +56,7 @@ class DemoOptions:
     threshold: float = 0.3
     max_frames: int | None = None
     progress: bool = True
+    smoothing: str = "auto"  # auto | live | offline (app.offline.choose_smoothing: offline for files written out)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # The window (issue 13).
     record_view: bool = False  # --output records what the window shows instead of the annotated frame
@@ -94,8 +100,19 @@ def _reader(source, frames: queue.Queue, stop: threading.Event, live: bool) -> N
 
 
 def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue, stop: threading.Event,
-               want_heatmaps: threading.Event, independent: bool) -> None:
-    """independent: frames are unrelated images (a folder), so nothing is tracked or smoothed across them."""
+               want_heatmaps: threading.Event, independent: bool, smoothing=None) -> None:
+    """independent: frames are unrelated images (a folder), so nothing is tracked or smoothed across them.
+    smoothing: None (the pipeline's live smoothing) or an app.offline.FixedLagStage, whose pairs come
+    out a fixed number of frames late with offline-smoothed keypoints; flushed when the input ends."""
+
+    def put(pair) -> None:
+        while not stop.is_set():
+            try:
+                results.put(pair, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+
     try:
         while not stop.is_set():
             try:
@@ -103,17 +120,15 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
             except queue.Empty:
                 continue
             if item is _END or isinstance(item, BaseException):
+                for pair in smoothing.flush() if smoothing is not None else ():
+                    put(pair)  # the frames still held back: every input frame is written once
                 results.put(item)
                 return
             if independent:
                 pipeline.reset()
             result = pipeline.process(item.image, want_heatmaps=want_heatmaps.is_set())
-            while not stop.is_set():
-                try:
-                    results.put((item, result), timeout=0.1)
-                    break
-                except queue.Full:
-                    pass
+            for pair in smoothing.push(item, result) if smoothing is not None else [(item, result)]:
+                put(pair)
     except BaseException as error:  # a thread that dies silently would leave the main thread waiting forever
         results.put(error)
 
@@ -233,7 +248,12 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     threads = [
         threading.Thread(target=_reader, args=(source, frames, stop, live), daemon=True, name="reader"),
         threading.Thread(target=_inference, args=(pipeline, frames, results, stop, want_heatmaps,
+<<<<<<< HEAD
                                                     kind == "images"),
+=======
+                                                    getattr(source, "kind", "") == "images",
+                                                    offline_stage(options.smoothing, source, video_path or json_path)),
+>>>>>>> smooth
                          daemon=True, name="inference"),
     ]
     state = ViewState()

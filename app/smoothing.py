@@ -13,28 +13,39 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from filterpy.common import Q_discrete_white_noise, inv_diagonal
-from filterpy.kalman import KalmanFilter
+from filterpy.kalman import IMMEstimator, KalmanFilter
 
 from app.tracker import boxes_from_keypoints
 
-MOTION_MODELS = {"velocity": 2, "acceleration": 3}  # motion model -> state entries per axis
+# motion model -> state entries per axis. "imm": two constant-velocity models (still, moving) mixed
+# by filterpy's IMMEstimator; the others are one filter.
+MOTION_MODELS = {"imm": 2, "velocity": 2, "acceleration": 3}
 
 
 @dataclass
 class KalmanConfig:
     # Standard deviations, in units of the person's size (box diagonal in pixels) and frames.
-    # The ratio of the two sets the jitter/lag trade-off; docs/smoothing.md measures the sweep.
-    process_noise: float = 0.001  # random acceleration per frame^2 (jerk per frame^3 for "acceleration")
+    # The ratio of process to measurement noise sets the jitter/lag trade-off of one model;
+    # docs/smoothing.md measures the sweep.
+    # "imm" (the default): an interacting multiple model (Blom & Bar-Shalom 1988, filterpy's
+    # IMMEstimator) over two constant-velocity models of the whole person, one still
+    # (`still_process_noise`) and one moving (`process_noise`). A single model trades jitter
+    # against lag with one knob; the mixture smooths hard while the person stands and follows
+    # fast when they move (docs/smoothing.md: 82% jitter cut at 0.54 frames of lag against
+    # 71%/0.76 for the single model it replaced). The whole person shares one mode: with 34
+    # coordinates the mode is decided within a frame or two, where one joint's 2 would be noisy.
+    motion_model: str = "imm"
+    process_noise: float = 0.004  # random acceleration per frame^2 (jerk per frame^3 for "acceleration")
+    still_process_noise: float = 0.0002  # "imm" only: the still model's random acceleration
+    switch_probability: float = 0.02  # "imm" only: chance per frame of changing between still and moving
     # Keypoint error at score 1; it grows as 1 / score. On the dancer's still frames MoveNet's
     # joints wander 1.5-4.4 px (std) at scores around 0.65 on a ~420 px diagonal: about 0.0045.
     measurement_noise: float = 0.005
     # Prior on a fresh joint's speed per frame (and acceleration per frame^2): 0.02 diagonals is
     # about the dancer's mean joint speed (8 px/frame), so a new joint neither sticks nor flies.
     initial_velocity: float = 0.02
-    # "velocity": state [position, velocity] per axis; "acceleration" adds an acceleration. Both
-    # were measured on the real track (docs/smoothing.md): at equal jitter their lag is the same to
-    # within 0.02 frames, so the smaller model is the default.
-    motion_model: str = "velocity"
+    # "velocity": one filter, state [position, velocity] per axis; "acceleration" adds an
+    # acceleration. At equal jitter their lag is the same to within 0.02 frames (docs/smoothing.md).
     score_threshold: float = 0.3  # joints scoring less are predicted, not measured
     # Frames a joint is predicted without a measurement before it is hidden: 0.2 s at 25 fps
     # bridges a wrist passing behind the body, and a constant-velocity guess has not gone far yet.
@@ -71,12 +82,13 @@ def _clean(keypoints, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class KeypointKalman:
-    """Constant-velocity Kalman filter over a person's K joints, built on filterpy's KalmanFilter.
+    """Kalman filter over a person's K joints, built on filterpy's KalmanFilter (and IMMEstimator).
 
     One filter holds all joints: the state is [x, vx, y, vy] per joint (4K; [x, vx, ax, y, vy, ay]
-    with motion_model="acceleration"), with block-diagonal F, Q, P and diagonal R, so it computes
-    exactly what K separate per-joint filters would, in one call instead of K (docs/smoothing.md
-    measures both).
+    with motion_model="acceleration"), with block-diagonal F, Q, P and diagonal R, so a single
+    model computes exactly what K separate per-joint filters would, in one call instead of K
+    (docs/smoothing.md measures both). motion_model="imm" (the default) runs two such filters, a
+    still and a moving one, mixed by filterpy's IMMEstimator with one mode for the whole person.
 
     Per frame and joint: score >= threshold -> Kalman update (R grows as the score falls); below it
     (or NaN/inf) -> predicted only, still visible for `max_predict` frames, then hidden; a jump of
@@ -84,6 +96,10 @@ class KeypointKalman:
 
         kalman = KeypointKalman(KalmanConfig())
         smoothed, visible = kalman.update(keypoints, scores, scale=box_diagonal)
+
+    After each update, `jumped` and `restarted` (K,) say which joints the gate restarted and which
+    started afresh (gate, new or returning joints), and `last_q` is the process noise Q of the
+    frame's prediction: what a backward (RTS) pass over the stored states needs (app.offline).
     """
 
     def __init__(self, config: KalmanConfig | None = None):
@@ -92,47 +108,104 @@ class KeypointKalman:
             raise ValueError(f"unknown motion_model {self.config.motion_model!r}: use one of {sorted(MOTION_MODELS)}")
         self._order = MOTION_MODELS[self.config.motion_model]  # state entries per axis
         self._num_joints = 0
-        self._kf: KalmanFilter | None = None
+        self._filters: list[KalmanFilter] = []
+        self._imm: IMMEstimator | None = None
         self.jumped = np.zeros(0, bool)
+        self.restarted = np.zeros(0, bool)
+        self.last_q: np.ndarray | None = None
 
     def reset(self) -> None:
         """Forget the person: the next update starts every joint at its measurement."""
-        self._kf = None
+        self._filters = []
+        self._imm = None
+
+    @property
+    def x(self) -> np.ndarray:
+        """(4K,) or (6K,) state estimate: the mode-weighted mean for "imm"."""
+        if self._imm is None:
+            return self._filters[0].x
+        return np.dot(self._imm.mu, [kf.x for kf in self._filters])
+
+    @property
+    def P(self) -> np.ndarray:
+        """State covariance of a single-model filter (the one an RTS pass smooths)."""
+        if self._imm is not None:
+            raise ValueError("P of the IMM mixture is not the covariance of one linear model")
+        return self._filters[0].P
+
+    @property
+    def F(self) -> np.ndarray:
+        return self._filters[0].F
+
+    @property
+    def kalman_filter(self) -> KalmanFilter:
+        """The filterpy filter of a single-model smoother (for its `rts_smoother`)."""
+        if self._imm is not None:
+            raise ValueError("an IMM smoother has two filters")
+        return self._filters[0]
+
+    @property
+    def state_positions(self) -> np.ndarray:
+        """(K, 2) index of each joint's x and y position in the state vector."""
+        return self._positions
+
+    @property
+    def block_size(self) -> int:
+        """State entries per joint (both axes): joint j owns entries [j * block_size, (j + 1) * block_size)."""
+        return 2 * self._order
+
+    @property
+    def mode_probabilities(self) -> np.ndarray:
+        """(2,) probabilities of [still, moving] for "imm"; (1,) [1.0] for one model."""
+        return np.array([1.0]) if self._imm is None else self._imm.mu.copy()
 
     def _build(self, num_joints: int) -> None:
         self._num_joints = num_joints
         order = self._order
         dim = 2 * order * num_joints
-        kf = KalmanFilter(dim_x=dim, dim_z=2 * num_joints)
         step = [[1.0, 1.0], [0.0, 1.0]] if order == 2 else [[1.0, 1.0, 0.5], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
-        kf.F = np.kron(np.eye(2 * num_joints), step)
+        imm = self.config.motion_model == "imm"
+        self._filters = []
+        for _ in range(2 if imm else 1):
+            kf = KalmanFilter(dim_x=dim, dim_z=2 * num_joints)
+            kf.F = np.kron(np.eye(2 * num_joints), step)
+            if not imm:
+                # S = H P H' + R is diagonal here (each measured coordinate lives in its own block), so
+                # filterpy's diagonal inverse is exact and skips a general matrix inversion. Not for
+                # the IMM: mixing two estimates correlates the joints (the spread of the means).
+                kf.inv = inv_diagonal
+            kf.x = np.zeros(dim)  # 1-D state: filterpy keeps z and x 1-D then, which indexing wants
+            kf.P = np.zeros((dim, dim))
+            self._filters.append(kf)
+        self._noises = ([self.config.still_process_noise, self.config.process_noise] if imm
+                        else [self.config.process_noise])
+        if imm:
+            p = self.config.switch_probability
+            self._imm = IMMEstimator(self._filters, np.array([0.5, 0.5]), np.array([[1 - p, p], [p, 1 - p]]))
+        else:
+            self._imm = None
         # The highest derivative is white noise held constant over a frame, one block per joint and
         # axis; scaled by (process_noise * scale)^2 every frame.
         self._q_unit = Q_discrete_white_noise(dim=order, dt=1.0, var=1.0, block_size=2 * num_joints)
-        # S = H P H' + R is diagonal here (each measured coordinate lives in its own block), so
-        # filterpy's diagonal inverse is exact and skips a general matrix inversion.
-        kf.inv = inv_diagonal
-        kf.x = np.zeros(dim)  # 1-D state: filterpy keeps z and x 1-D then, which indexing wants
-        kf.P = np.zeros((dim, dim))
         # positions[j, a]: index of joint j's coordinate a (0 x, 1 y) in the state vector.
         self._positions = order * (2 * np.arange(num_joints)[:, None] + np.arange(2)[None, :])
-        self._kf = kf
         self._alive = np.zeros(num_joints, bool)  # joint has a state: measured lately
         self._missed = np.zeros(num_joints, np.int64)  # frames since the last measurement
         self._held = np.zeros((num_joints, 2))  # last estimate, shown for joints hidden and unmeasured
         self._scale = self.config.default_scale
 
     def _restart(self, joints: np.ndarray, positions: np.ndarray, pos_var: np.ndarray, vel_var: float) -> None:
-        """Put joints (J,) at positions (J, 2), still, with position variance pos_var (J,)."""
-        kf, width = self._kf, 2 * self._order
+        """Put joints (J,) at positions (J, 2), still, with position variance pos_var (J,), in every model."""
+        width = 2 * self._order
         blocks = width * joints[:, None] + np.arange(width)[None, :]  # (J, width) state indices
-        kf.x[blocks] = 0.0
-        kf.x[self._positions[joints]] = positions
-        kf.P[blocks.reshape(-1), :] = 0.0
-        kf.P[:, blocks.reshape(-1)] = 0.0
         variances = np.full((len(joints), width), vel_var)
         variances[:, [0, self._order]] = pos_var[:, None]
-        kf.P[blocks, blocks] = variances
+        for kf in self._filters:
+            kf.x[blocks] = 0.0
+            kf.x[self._positions[joints]] = positions
+            kf.P[blocks.reshape(-1), :] = 0.0
+            kf.P[:, blocks.reshape(-1)] = 0.0
+            kf.P[blocks, blocks] = variances
 
     def _choose_scale(self, scale, keypoints, scores, measured) -> float:
         if scale is not None and np.isfinite(scale) and scale > 0:
@@ -154,22 +227,30 @@ class KeypointKalman:
         """
         config = self.config
         keypoints, scores, finite = _clean(keypoints, scores)
-        if self._kf is None or self._num_joints != len(keypoints):
+        if not self._filters or self._num_joints != len(keypoints):
             self._build(len(keypoints))
-        kf, alive = self._kf, self._alive
+        alive = self._alive
         measured = finite & (scores >= config.score_threshold)
         scale = self._choose_scale(scale, keypoints, scores, measured)
 
-        kf.predict(Q=self._q_unit * (config.process_noise * scale) ** 2)
+        qs = [self._q_unit * (noise * scale) ** 2 for noise in self._noises]
+        self.last_q = qs[-1]
+        if self._imm is None:
+            self._filters[0].predict(Q=qs[0])
+        else:
+            for kf, q in zip(self._filters, qs):
+                kf.Q = q
+            self._imm.predict()
         measurement_var = (config.measurement_noise * scale / np.maximum(scores, config.score_threshold)) ** 2
         velocity_var = (config.initial_velocity * scale) ** 2
+        restarted = ~alive
         if not alive.all():
             # Joints without a state stay parked, still, with a bounded variance however long they
             # are away: they restart from their next measurement anyway.
             parked = np.flatnonzero(~alive)
             self._restart(parked, self._held[parked], np.full(len(parked), velocity_var), velocity_var)
 
-        predicted = kf.x[self._positions]
+        predicted = self.x[self._positions]
         tracked = measured & alive
         jump = np.linalg.norm(keypoints - predicted, axis=1)
         jumped = tracked & (jump > config.gate * scale)
@@ -180,18 +261,24 @@ class KeypointKalman:
         if fresh.any():
             joints = np.flatnonzero(fresh)
             self._restart(joints, keypoints[joints], measurement_var[joints], velocity_var)
+        self.restarted = restarted | fresh
 
         update = measured & ~fresh
         if update.any():
             # Unmeasured joints get an all-zero row of H (and a dummy unit variance): their gain is
             # exactly zero, so one fixed-size update serves any subset of joints.
             rows = np.flatnonzero(np.repeat(update, 2))
-            H = np.zeros((2 * self._num_joints, kf.dim_x))
+            H = np.zeros((2 * self._num_joints, self._filters[0].dim_x))
             H[rows, self._positions.reshape(-1)[rows]] = 1.0
             R = np.ones(2 * self._num_joints)
             R[rows] = np.repeat(measurement_var, 2)[rows]
             z = np.where(np.repeat(update, 2), keypoints.reshape(-1), 0.0)
-            kf.update(z, R=np.diag(R), H=H)
+            if self._imm is None:
+                self._filters[0].update(z, R=np.diag(R), H=H)
+            else:
+                for kf in self._filters:
+                    kf.R, kf.H = np.diag(R), H
+                self._imm.update(z)
 
         self._missed[measured] = 0
         self._missed[~measured & alive] += 1
@@ -199,9 +286,9 @@ class KeypointKalman:
         gone = alive & (self._missed > config.max_predict)
         alive &= ~gone
 
-        smoothed = kf.x[self._positions]
+        smoothed = self.x[self._positions]
         hidden_value = np.where(finite[:, None], keypoints, self._held)
-        smoothed = np.where(alive[:, None], smoothed, hidden_value)
+        smoothed = np.where(alive[:, None] & np.isfinite(smoothed), smoothed, hidden_value)
         self._held[alive] = smoothed[alive]
         return smoothed.astype(np.float32), alive.copy()
 
@@ -222,6 +309,10 @@ class OneEuroConfig:
     derivate_cutoff: float = 1.0  # Hz: smoothing of the speed estimate
     fps: float = 25.0  # frames per second of the input (MediaPipe reads it from timestamps)
     score_threshold: float = 0.3  # only for the `visible` output: the filter itself uses every finite joint
+    # "raw": the speed is the change of the raw value, as MediaPipe and the paper's C++ code do;
+    # "filtered": the change from the last *output*, as common Python ports do. The issue-12
+    # harness's One Euro numbers come from the latter (docs/smoothing.md shows both).
+    speed_from: str = "raw"
 
 
 class OneEuroFilter:
@@ -235,6 +326,8 @@ class OneEuroFilter:
 
     def __init__(self, config: OneEuroConfig | None = None):
         self.config = config or OneEuroConfig()
+        if self.config.speed_from not in ("raw", "filtered"):
+            raise ValueError(f"unknown speed_from {self.config.speed_from!r}: use 'raw' or 'filtered'")
         self.reset()
 
     def reset(self) -> None:
@@ -268,7 +361,8 @@ class OneEuroFilter:
 
         first = finite & ~self._seen
         going = finite & self._seen
-        speed = (keypoints - self._raw) * config.fps / scale
+        previous = self._value if config.speed_from == "filtered" else self._raw
+        speed = (keypoints - previous) * config.fps / scale
         speed_alpha = self._alpha(config.derivate_cutoff)
         self._speed = np.where(going[:, None], speed_alpha * speed + (1 - speed_alpha) * self._speed,
                                np.where(first[:, None], 0.0, self._speed))

@@ -18,6 +18,8 @@ from app.crop import MIN_BOX_SIZE, boxes_to_center_scale, crop_transforms, finit
 from app.decode import DECODE_METHODS, decode_heatmaps
 from app.pipeline import PipelineConfig, PosePipeline
 from app.pose import PoseConfig, PoseEstimator
+from app.offline import FixedLagStage
+from app.pipeline import FrameResult, Person
 from app.smoothing import MOTION_MODELS, KalmanConfig, KeypointKalman
 from app.tracker import REFUSED, IouTracker, TrackerConfig
 
@@ -218,6 +220,31 @@ def test_kalman_output_is_always_finite_and_unmeasured_joints_are_never_shown(se
         with np.errstate(invalid="ignore"):  # NaN scores compare False: not measured
             ever_measured |= np.isfinite(frame).all(axis=1) & (frame_scores >= config.score_threshold)
         assert not visible[~ever_measured].any()
+
+
+@FAST
+@given(sequence=keypoint_sequences(), ids=st.lists(st.integers(0, 3), min_size=12, max_size=12),
+       lag=st.integers(1, 4), box_size=st.one_of(st.floats(0, 1e4), not_finite))
+def test_offline_stage_gives_every_frame_back_once_finite_whatever_the_keypoints(sequence, ids, lag, box_size):
+    keypoints, scores, _ = sequence
+    stage = FixedLagStage(25.0, lag=lag)
+    out = []
+    for t, (frame, frame_scores) in enumerate(zip(keypoints, scores)):
+        box = np.array([0.0, 0.0, box_size, box_size], np.float32)
+        # an id that comes and goes, sometimes twice in a frame
+        people = [Person(track_id=ids[t] // 2, box=box, box_score=0.9, raw_keypoints=frame.astype(np.float32),
+                         smoothed_keypoints=np.zeros(frame.shape, np.float32),  # finite, as the pipeline's
+                         scores=frame_scores.astype(np.float32),
+                         visible=np.zeros(len(frame), bool), kalman=True) for _ in range(ids[t] % 3)]
+        with np.errstate(all="ignore"):  # float32 casts of the wildest values
+            out += stage.push(t, FrameResult(people=people, detected=True, timings_ms={}))
+        assert len(stage) <= lag
+    out += stage.flush()
+    assert [index for index, _ in out] == list(range(len(keypoints)))
+    for index, result in out:
+        assert len(result.people) == ids[index] % 3
+        for person in result.people:
+            assert np.isfinite(person.smoothed_keypoints).all()  # as the live filter: always finite
 
 
 # --- app.tracker ------------------------------------------------------------------------------
