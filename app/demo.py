@@ -53,6 +53,7 @@ class DemoOptions:
     max_frames: int | None = None
     progress: bool = True
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    runs_on: str = ""  # where each network runs: app.device.startup_line, set by run_demo.py
 
 
 def display_available() -> bool:
