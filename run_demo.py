@@ -60,6 +60,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _device(text: str) -> str:
+    from app.device import parse_device
+
+    try:
+        return parse_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Real-time top-down human pose (YOLO + SimpleBaseline).")
     parser.add_argument("--source", default="0", help="camera index, video file, image, or folder of images")
@@ -79,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run the detector every N frames, tracking by keypoints in between (1 = always)")
     parser.add_argument("--runtime", choices=["auto", "keras", "onnx"], default="auto",
                         help="pose model runtime: auto picks ONNX Runtime on a CPU, Keras on a GPU")
+    parser.add_argument("--device", type=_device, default="auto",
+                        help="auto (a GPU torch sees, else the CPU), cpu, cuda, cuda:N or mps; both networks")
+    parser.add_argument("--half", action="store_true", help="float16 for both networks where the device allows it")
     parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi)")
     parser.add_argument("--json", help="write every frame's people here (format: see app/outputs.py)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -190,6 +202,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _load_and_run(args: argparse.Namespace, weights, source) -> int:
+    # The device decides the Keras backend, which must be set before anything imports keras.
+    from app.device import choose_devices
+
+    devices = choose_devices(args.device)  # DeviceError (exit 9) for a GPU that cannot be used
+    if devices.note:
+        print(devices.note, file=sys.stderr)
+
     from app.demo import DemoOptions, run
     from app.pipeline import PipelineConfig
     from app.window import probe_display
@@ -221,8 +240,11 @@ def _load_and_run(args: argparse.Namespace, weights, source) -> int:
         from app.runtime import load_runner
 
         detector = PersonDetector(DetectorConfig(model=args.detector, conf=args.detector_conf,
-                                                 imgsz=args.detector_size, max_det=args.max_people))
-        runner = load_runner(weights, runtime=args.runtime)
+                                                 imgsz=args.detector_size, max_det=args.max_people,
+                                                 device=devices.detector_device, half=args.half))
+        runner = load_runner(weights, runtime=args.runtime, device=devices.pose_device, half=args.half)
+        options.runs_on = _startup_line(weights, runner, detector)
+        print(options.runs_on, file=sys.stderr)
         estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode))
         pipeline = PosePipeline(detector, estimator, pipeline_config)
     show = display is not None and display.ok
@@ -243,6 +265,19 @@ def _describe(source) -> str:
                                               f"{asked_fps:g} fps" if asked_fps else "") if part)
         text += f" (asked for {asked})"
     return text
+
+
+def _startup_line(weights, runner, detector) -> str:
+    from pathlib import Path
+
+    from app.device import startup_line
+    from app.weights import read_sidecar
+
+    info, (height, width) = read_sidecar(weights), runner.input_size
+    model = f"SimpleBaseline-R{info['depth']}" if "depth" in info else Path(weights).name.split(".")[0]
+    return startup_line(f"{model} {height}x{width}", runner.engine,
+                        runner.device, runner.precision, Path(detector.config.model).name, detector.device,
+                        detector.precision, detector.note)
 
 
 if __name__ == "__main__":

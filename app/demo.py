@@ -23,11 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-<<<<<<< HEAD
-=======
-from app import draw
 from app.offline import offline_stage
->>>>>>> smooth
 from app.outputs import JsonOutput, VideoOutput, check_output_path, person_record
 from app.pipeline import FrameResult, PipelineConfig, PosePipeline
 from app.views import ViewState, handle_key, render
@@ -62,6 +58,7 @@ class DemoOptions:
     record_view: bool = False  # --output records what the window shows instead of the annotated frame
     image_delay: float = 0.0  # seconds a still image stays in the window; 0: until a key
     mirror: bool | None = None  # selfie view; None: for cameras only
+    runs_on: str = ""  # where each network runs: app.device.startup_line, set by run_demo.py
 
 
 def display_available() -> bool:
@@ -248,12 +245,8 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     threads = [
         threading.Thread(target=_reader, args=(source, frames, stop, live), daemon=True, name="reader"),
         threading.Thread(target=_inference, args=(pipeline, frames, results, stop, want_heatmaps,
-<<<<<<< HEAD
-                                                    kind == "images"),
-=======
-                                                    getattr(source, "kind", "") == "images",
+                                                    kind == "images",
                                                     offline_stage(options.smoothing, source, video_path or json_path)),
->>>>>>> smooth
                          daemon=True, name="inference"),
     ]
     state = ViewState()

@@ -59,7 +59,10 @@ class DetectorConfig:
     conf: float = 0.1
     iou: float = 0.5
     imgsz: int = 640
+    # "cpu", "cuda:N" or "mps" (app.device resolves --device). Formats that cannot use it run on the
+    # CPU anyway and say so in `PersonDetector.note` (see detector_device).
     device: str = "cpu"
+    half: bool = False  # float16 where the format and device allow it (torch .pt on a GPU)
     # Boxes kept per frame, highest scores first (Ultralytics' max_det): run_demo's --max-people. A
     # person is only ever followed through a box of the frame's last detection, so it caps people too.
     max_det: int = 100
@@ -68,6 +71,30 @@ class DetectorConfig:
     # nearly the same width (a person partly behind another has a different width and stays).
     nested_overlap: float = 0.85
     threads: int | None = None
+
+
+# Formats Ultralytics runs with torch itself, on any torch device.
+TORCH_FORMATS = (".pt", ".torchscript")
+
+
+def detector_device(model: str, device: str) -> tuple[str, str]:
+    """Where Ultralytics will run this detector file when asked for `device`: (device, why not the
+    one asked, or ""). Torch formats run where asked; ONNX on a GPU only with onnxruntime-gpu (the
+    pinned onnxruntime is CPU-only); LiteRT (.tflite) and the rest of Ultralytics' export formats
+    here run on the CPU: saying so beats failing, since the detector is the smaller network."""
+    if device == "cpu":
+        return "cpu", ""
+    suffix = Path(model).suffix.lower()
+    if suffix in TORCH_FORMATS:
+        return device, ""
+    if suffix == ".onnx" and device.startswith("cuda"):
+        import onnxruntime
+
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            return device, ""
+        return "cpu", "ONNX Runtime here has no CUDA provider; a .pt detector runs on the GPU"
+    kind = "LiteRT" if suffix == ".tflite" else f"a {suffix or 'model'} file"
+    return "cpu", f"{kind} runs on the CPU; a .pt detector runs on the GPU"
 
 
 def network_reachable(host: tuple[str, int] = DOWNLOAD_HOST, timeout_s: float = NETWORK_TIMEOUT_S) -> bool:
@@ -112,6 +139,10 @@ class PersonDetector:
 
     def __init__(self, config: DetectorConfig | None = None):
         config = config or DetectorConfig()
+        # Where it really runs: `.device`, `.precision` and `.note` feed the start-up line.
+        self.device, self.note = detector_device(config.model, config.device)
+        self.precision = "float16" if config.half and self.device != "cpu" and \
+            Path(config.model).suffix.lower() in TORCH_FORMATS else "float32"
         self.config = config
         self._torch_threads = config.threads or torch.get_num_threads()
         self._cv2_threads = cv2.getNumThreads()
@@ -177,14 +208,17 @@ class PersonDetector:
         if frame_bgr.size == 0:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         cfg = self.config
+        # Ultralytics 8.4 spells float16 `quantize=16` (its `half` is deprecated); only passed when
+        # wanted, so float32 runs exactly as before.
+        precision = {"quantize": 16} if self.precision == "float16" else {}
         try:
             with warnings.catch_warnings():
                 # torch's CUDA wheels warn on every machine without an NVIDIA driver when Ultralytics
                 # asks whether CUDA is there; on a CPU that is the expected answer, not a problem.
                 warnings.filterwarnings("ignore", message="CUDA initialization", category=UserWarning)
                 result = self._model.predict(frame_bgr, classes=[PERSON_CLASS], conf=cfg.conf, iou=cfg.iou,
-                                             imgsz=cfg.imgsz, device=cfg.device, max_det=cfg.max_det,
-                                             verbose=False)[0]
+                                             imgsz=cfg.imgsz, device=self.device, max_det=cfg.max_det,
+                                             verbose=False, **precision)[0]
         finally:
             self._restore_threads()
         boxes = result.boxes

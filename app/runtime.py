@@ -3,13 +3,14 @@
 A runner is a callable `runner(batch) -> heatmaps`:
     batch     (N, H, W, 3) float32, RGB, ImageNet-normalised (H x W = 256 x 192 for SimpleBaseline)
     heatmaps  (N, h, w, K) float32 numpy, NHWC (h x w = 64 x 48)
-with `.input_size` (H, W), `.num_joints` K and `.name`.
+with `.input_size` (H, W), `.num_joints` K, `.name`, and for the start-up line `.engine`,
+`.device` and `.precision`.
 
-    load_runner(weights=None, runtime="auto")   # the product: trained weights from weights/
+    load_runner(weights=None, runtime="auto", device=None, half=False)   # the product
     runner_from_model(model, runtime="onnx")    # any Keras model (tests, benchmarks, random weights)
 
-"auto" picks KerasRunner when the active Keras backend sees a GPU and OnnxRunner otherwise: on a
-CPU ONNX Runtime runs SimpleBaseline-R50 about twice as fast as Keras' compiled predict
+"auto" picks KerasRunner on a GPU (the device app.device chose, or, without one, whether the Keras
+backend runs on a GPU) and OnnxRunner otherwise: on a CPU ONNX Runtime runs SimpleBaseline-R50 about twice as fast as Keras' compiled predict
 (`python -m benchmarks.model_bench` times both, side by side, on the machine at hand).
 
 The ONNX graph comes from `app.onnx_export.export_onnx` (hand-written; that module says why).
@@ -48,22 +49,30 @@ def physical_cores() -> int:
     return max(1, min(psutil.cpu_count(logical=False) or allowed, allowed))
 
 
-def gpu_visible() -> bool:
-    """Whether the active Keras backend (tensorflow, jax or torch) has a GPU to run on."""
+def keras_device() -> str:
+    """Where the active Keras backend puts new tensors: "cpu", "cuda:N" or "mps".
+
+    Under torch that is KERAS_TORCH_DEVICE when set before Keras was imported (app.device sets it),
+    else Keras' own pick; under TensorFlow and JAX their first GPU when they see one.
+    """
     backend = keras.backend.backend()
+    if backend == "torch":
+        device = keras.ops.zeros((1,)).device  # a torch tensor: asks Keras itself, not torch's defaults
+        return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}" if device.type == "cuda" else device.type
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
+        return "cuda:0" if tf.config.list_physical_devices("GPU") else "cpu"
     if backend == "jax":
         import jax
 
-        return jax.default_backend() != "cpu"
-    if backend == "torch":
-        import torch
+        return "cpu" if jax.default_backend() == "cpu" else "cuda:0"
+    return "cpu"
 
-        return torch.cuda.is_available()  # where Keras' torch backend puts tensors when it can
-    return False
+
+def gpu_visible() -> bool:
+    """Whether the active Keras backend (tensorflow, jax or torch) runs on a GPU."""
+    return keras_device() != "cpu"
 
 
 # --- runners -----------------------------------------------------------------------------------------
@@ -80,12 +89,20 @@ class KerasRunner:
 
     `predict_on_batch` traces the model once per input signature and reuses the compiled function
     (tf.function / jax.jit); calling `model(x)` instead runs layer by layer, several times slower.
+    Under torch it runs under no_grad on the device Keras' torch backend uses (KERAS_TORCH_DEVICE,
+    set by app.device): one host-to-device copy of the whole batch in, one copy of the heatmaps out.
+
+    half: run a float16 copy of the model (weights cast once here, activations float16 on the
+    device); the heatmaps come back as float32. `.precision` says which.
     """
 
-    def __init__(self, model: keras.Model):
-        self.model = model
+    def __init__(self, model: keras.Model, half: bool = False):
+        self.model = half_precision(model) if half else model
         self.input_size, self.heatmap_size, self.num_joints = model_io_shape(model)
         self.name = f"keras-{keras.backend.backend()}"
+        self.device = keras_device()
+        self.precision = "float16" if half else "float32"
+        self.engine = f"Keras {keras.__version__} ({keras.backend.backend()} backend)"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """batch (N, H, W, 3) float32 normalised RGB -> heatmaps (N, h, w, K) float32."""
@@ -93,6 +110,22 @@ class KerasRunner:
         if len(batch) == 0:
             return np.zeros((0, *self.heatmap_size, self.num_joints), np.float32)
         return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+
+
+def half_precision(model: keras.Model) -> keras.Model:
+    """A float16 copy of a functional Keras model: every layer rebuilt under the "float16" dtype
+    policy (variables and arithmetic float16; BatchNormalization still normalises in float32, as
+    Keras does for half inputs), the weights cast from the original. The input is cast to float16
+    by the first layer, on the device."""
+
+    def as_float16(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        config["dtype"] = "float16"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=as_float16)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 class OnnxRunner:
@@ -130,6 +163,8 @@ class OnnxRunner:
         self.input_size, self.heatmap_size, self.num_joints = (height, width), (out_h, out_w), joints
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.name = "onnxruntime-cpu"
+        self.device, self.precision = "cpu", "float32"
+        self.engine = f"ONNX Runtime {ort.__version__}"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """batch (N, H, W, 3) float32 normalised RGB -> heatmaps (N, h, w, K) float32."""
@@ -139,28 +174,39 @@ class OnnxRunner:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
-def runner_from_model(model: keras.Model, runtime: str = "auto", threads: int | None = None):
+def runner_from_model(model: keras.Model, runtime: str = "auto", threads: int | None = None,
+                      device: str | None = None, half: bool = False):
     """A runner over an in-memory Keras model; "onnx" exports it afresh (no cache) each call.
 
-    runtime: "auto" (Keras on a GPU, ONNX Runtime otherwise), "keras" or "onnx".
+    runtime: "auto" (Keras on a GPU, ONNX Runtime otherwise), "keras" or "onnx". device: where
+    app.device put the pose model ("cpu", "cuda:N", "mps"); None asks the Keras backend.
+    half: float16 for the Keras runner (ONNX Runtime on the CPU stays float32).
     """
-    runtime = resolve_runtime(runtime)
+    runtime = resolve_runtime(runtime, device)
     if runtime == "keras":
-        return KerasRunner(model)
+        return KerasRunner(model, half=half)
     return OnnxRunner(export_onnx(model).SerializeToString(), threads=threads)
 
 
-def resolve_runtime(runtime: str) -> str:
-    """"auto" -> "keras" when the Keras backend sees a GPU, else "onnx"; the others unchanged."""
+def resolve_runtime(runtime: str, device: str | None = None) -> str:
+    """"auto" -> "keras" on a GPU, else "onnx"; the others unchanged.
+
+    device: the pose model's device as app.device chose it ("cpu" -> "onnx" even when the backend
+    could reach a GPU: the user asked for the CPU); None: whether the Keras backend runs on a GPU.
+    """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "auto":
-        return "keras" if gpu_visible() else "onnx"
+        on_gpu = gpu_visible() if device is None else device != "cpu"
+        return "keras" if on_gpu else "onnx"
     return runtime
 
 
-def load_runner(weights: str | Path | None = None, runtime: str = "auto", threads: int | None = None):
+def load_runner(weights: str | Path | None = None, runtime: str = "auto", threads: int | None = None,
+                device: str | None = None, half: bool = False):
     """The runner for converted weights (a .weights.h5 with its JSON; None: the newest in weights/).
+
+    device and half as runner_from_model.
 
     For ONNX Runtime the exported graph is cached as weights/<name>.onnx, keyed by the sha256 of the
     weights file and its JSON: a cache hit skips building the Keras model altogether, a changed
@@ -168,7 +214,7 @@ def load_runner(weights: str | Path | None = None, runtime: str = "auto", thread
     """
     from app.weights import default_weights_path, load_pose_model
 
-    runtime = resolve_runtime(runtime)
+    runtime = resolve_runtime(runtime, device)
     path = Path(weights) if weights is not None else default_weights_path()
     if runtime == "onnx" and path is not None and path.is_file():
         cache, key = onnx_cache_path(path), weights_cache_key(path)
@@ -177,7 +223,7 @@ def load_runner(weights: str | Path | None = None, runtime: str = "auto", thread
             return runner
     model = load_pose_model(path)  # MissingWeightsError when path is None or absent
     if runtime == "keras":
-        return KerasRunner(model)
+        return KerasRunner(model, half=half)
     # Here the weights loaded, so path is a file and cache and key are set above.
     proto = export_onnx(model, metadata={CACHE_KEY_FIELD: key})
     try:
