@@ -171,6 +171,9 @@ def _pickle_problem(path: Path) -> str | None:
     if zipfile.is_zipfile(path):
         return None
     with open(path, "rb") as file:  # readable: the caller has just read it
+        if file.read(4) == b"PK\x03\x04":  # a zip's first entry, but no directory at the end
+            return "a zip checkpoint whose end is missing"
+        file.seek(0)
         try:
             for _ in range(4):
                 for _ in pickletools.genops(file):

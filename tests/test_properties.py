@@ -175,7 +175,7 @@ def test_decoded_keypoints_stay_on_the_heatmap(method, recipe):
         assert np.abs(coords - expected)[finite].max(initial=0.0) <= 1e-5
 
 
-@pytest.mark.parametrize("method", ["quarter", "argmax"])
+@pytest.mark.parametrize("method", ["dark", "quarter", "argmax"])
 @FAST
 @given(heatmaps=hnp.arrays(np.float32, st.tuples(st.integers(1, 2), st.integers(1, 9), st.integers(1, 9),
                                                   st.integers(1, 3)),
