@@ -8,9 +8,11 @@ by their sum (OpenCV decoding/encoding and ONNX Runtime release the GIL). A file
 and never drops a frame: the queues block when full. A live camera always delivers its newest
 frame: the reader keeps only the latest one, so a slow model shows fresh frames, not stale ones.
 
-The main thread owns the window (OpenCV's GUI must run there) and the outputs; whatever stops the
-run (end of input, q/Esc, Ctrl-C, a camera that fails, an error) closes the outputs in a `finally`
-so the video written so far plays and the JSON parses.
+The main thread owns the window (OpenCV's GUI must run there, app.window) and the outputs; whatever
+stops the run (end of input, q/Esc, closing the window, Ctrl-C, a camera that fails, an error)
+closes the outputs in a `finally` so the video written so far plays and the JSON parses. While
+paused, or while a still image waits for a key, the main thread keeps looking at the keyboard and
+the window every 20 ms, and redraws the frame on screen whenever a key changes the view.
 """
 
 import logging
@@ -26,7 +28,7 @@ import numpy as np
 from app import draw
 from app.outputs import JsonOutput, VideoOutput, check_output_path, person_record
 from app.pipeline import FrameResult, PipelineConfig, PosePipeline
-from app.window import Window, letterbox, probe_display
+from app.window import Window, letterbox
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +58,6 @@ class DemoOptions:
     record_view: bool = False  # --output records what the window shows instead of the annotated frame
     image_delay: float = 0.0  # seconds a still image stays in the window; 0: until a key
     mirror: bool | None = None  # selfie view; None: for cameras only
-
-
-def display_available() -> bool:
-    """Whether a window can be opened: cv2.imshow aborts the whole process when it cannot, so the
-    display is connected to first (app.window.probe_display has the reason and screen size)."""
-    return probe_display().ok
 
 
 @dataclass
