@@ -8,9 +8,11 @@ by their sum (OpenCV decoding/encoding and ONNX Runtime release the GIL). A file
 and never drops a frame: the queues block when full. A live camera always delivers its newest
 frame: the reader keeps only the latest one, so a slow model shows fresh frames, not stale ones.
 
-The main thread owns the window (OpenCV's GUI must run there) and the outputs; whatever stops the
-run (end of input, q/Esc, Ctrl-C, a camera that fails, an error) closes the outputs in a `finally`
-so the video written so far plays and the JSON parses.
+The main thread owns the window (OpenCV's GUI must run there, app.window) and the outputs; whatever
+stops the run (end of input, q/Esc, closing the window, Ctrl-C, a camera that fails, an error)
+closes the outputs in a `finally` so the video written so far plays and the JSON parses. While
+paused, or while a still image waits for a key, the main thread keeps looking at the keyboard and
+the window every 20 ms, and redraws the frame on screen whenever a key changes the view.
 """
 
 import logging
@@ -26,8 +28,8 @@ import numpy as np
 from app.offline import offline_stage
 from app.outputs import JsonOutput, VideoOutput, check_output_path, person_record
 from app.pipeline import FrameResult, PipelineConfig, PosePipeline
-from app.views import ViewState, handle_key, render
-from app.window import Window, letterbox, probe_display
+from app.views import ViewState, annotate, compose_view, handle_key
+from app.window import Window, letterbox
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,6 @@ class DemoOptions:
     runs_on: str = ""  # where each network runs: app.device.startup_line, set by run_demo.py
 
 
-def display_available() -> bool:
-    """Whether a window can be opened: cv2.imshow aborts the whole process when it cannot, so the
-    display is connected to first (app.window.probe_display has the reason and screen size)."""
-    return probe_display().ok
 
 
 def person_json(person) -> dict:
@@ -163,23 +161,25 @@ def _mirror_points(points: np.ndarray, width: int) -> np.ndarray:
 
 
 def _draw(frame, result: FrameResult, state: ViewState, kalman: bool, fps: float, threshold: float,
-          mirror: bool, record: bool) -> tuple[np.ndarray | None, np.ndarray]:
-    """(recorded, shown) for one frame: what --output records (None unless `record`) and what the
-    window shows. The recording is in the camera's own coordinates, like the JSON; the window
-    may be mirrored (selfie view).
+          mirror: bool, record: bool, view: bool, runs_on: str = "") -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(recorded, shown) for one frame, the one place the views are drawn.
 
-    The one place the views are drawn. # TODO(merge, issue 13): with app/views.py,
-        recorded = views.annotate(frame.image, result, state, kalman, threshold)
-        shown = views.compose_view(annotated, image, result, state, kalman, fps, threshold)
-    where `annotated` is `recorded` when not mirrored, else annotate() of the mirrored image/result.
+    recorded: app.views.annotate (skeletons and boxes, the frame's size, the source's own
+    coordinates like the JSON): what --output records by default; None unless `record`.
+    shown: app.views.compose_view (HUD, legend, panels; may be wider than the frame), mirrored
+    for a selfie view: what the window shows and --record-view records; None unless `view`, so a
+    headless run pays for no HUD.
     """
-    recorded = render(frame.image, result, state, kalman, fps, threshold) if record else None
-    if mirror:
-        image = cv2.flip(frame.image, 1)
-        shown = render(image, mirror_result(result, image.shape[1]), state, kalman, fps, threshold)
-    else:
-        shown = recorded if recorded is not None else render(frame.image, result, state, kalman, fps, threshold)
-    return recorded, shown
+    recorded = annotate(frame.image, result, state, kalman, threshold) if record or (view and not mirror) else None
+    shown = None
+    if view:
+        image, annotated = frame.image, recorded
+        if mirror:
+            image = cv2.flip(frame.image, 1)
+            result = mirror_result(result, image.shape[1])
+            annotated = annotate(image, result, state, kalman, threshold)
+        shown = compose_view(annotated, image, result, state, kalman, fps, threshold, runs_on)
+    return (recorded if record else None), shown
 
 
 def _view_state(state: ViewState, pipeline: PosePipeline) -> tuple:
@@ -242,14 +242,16 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     results: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
     want_heatmaps = threading.Event()
+    smoothing = offline_stage(options.smoothing, source, video_path or json_path)
     threads = [
         threading.Thread(target=_reader, args=(source, frames, stop, live), daemon=True, name="reader"),
         threading.Thread(target=_inference, args=(pipeline, frames, results, stop, want_heatmaps,
-                                                    kind == "images",
-                                                    offline_stage(options.smoothing, source, video_path or json_path)),
+                                                    kind == "images", smoothing),
                          daemon=True, name="inference"),
     ]
-    state = ViewState()
+    # The HUD and the compare pane name the smoother whose keypoints they show.
+    state = ViewState(smoothing=f"offline Kalman, {smoothing.lag} frames behind" if smoothing is not None
+                      else "live Kalman")
     progress = _progress_bar(options, source, live)
     count = 0
     fps = 0.0
@@ -280,7 +282,9 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if count else 1.0 / max(now - last, 1e-6)
             last = now
             recorded, shown = _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
-                                    record=video is not None and not options.record_view)
+                                    record=video is not None and not options.record_view,
+                                    view=window is not None or (video is not None and options.record_view),
+                                    runs_on=options.runs_on)
             if video is not None:
                 if options.record_view:
                     record_size = record_size or (shown.shape[1], shown.shape[0])
@@ -297,7 +301,7 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
 
                 def redraw(frame=frame, result=result, fps=fps):
                     return _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
-                                 record=False)[1]
+                                 record=False, view=True, runs_on=options.runs_on)[1]
 
                 _interact(window, state, pipeline, redraw, hold_s)
             if options.max_frames is not None and count >= options.max_frames:

@@ -247,6 +247,7 @@ def test_every_way_to_end_closes_the_outputs_within_a_second(demo, how, paused):
     else:
         run.key(how)
     code, seconds = run.wait_exit()
+    print(f"{how}{' while paused' if paused else ''}: exit {code} after {seconds:.2f} s")  # pytest -s shows it
     assert code == (EXIT_INTERRUPTED if how == "sigint" else 0), f"exit {code}:\n{run.stderr()}"
     assert seconds < 1.0, f"{seconds:.2f} s from {how} to exit"
     run.assert_outputs_whole()
