@@ -340,9 +340,9 @@ class OnePersonPipeline:
 def test_output_records_the_annotated_frame_or_exactly_the_view(tmp_path, monkeypatch, record_view):
     """--output: the recorded picture; --record-view: what the window shows, letterboxed into the
     first view's size when the view grows (e.g. side by side)."""
-    def fake_draw(frame, result, state, kalman, fps, threshold, mirror, record):
+    def fake_draw(frame, result, state, kalman, fps, threshold, mirror, record, view, runs_on=""):
         recorded = np.full((48, 64, 3), 60, np.uint8) if record else None
-        shown = np.full((48, 64 * (1 + frame.index % 2), 3), 200, np.uint8)  # odd frames twice as wide
+        shown = np.full((48, 64 * (1 + frame.index % 2), 3), 200, np.uint8) if view else None  # odd frames twice as wide
         return recorded, shown
 
     monkeypatch.setattr(demo_module, "_draw", fake_draw)
