@@ -322,3 +322,28 @@ def test_jax_backend_gives_the_default_paths_keypoints(tmp_path, random_weights,
         assert completed.returncode == 0, completed.stderr[-2000:]
         runs[name] = demo_keypoints(out)
     assert np.abs(runs["jax"] - runs["onnx"]).max() <= 0.5
+
+
+# --- crops on the device (benchmarks/gpu_check.py measures them against the product's CPU warps) ------
+
+def test_device_crops_match_the_cpu_warps():
+    from app.crop import boxes_to_center_scale, crop_transforms, normalize, warp_crops
+    from benchmarks.gpu_check import device_crops
+
+    rng = np.random.default_rng(30)
+    frame = cv2_blur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    boxes = np.array([[20, 10, 90, 110], [100.5, 30.25, 150, 80], [-20, -10, 60, 70]], np.float32)
+    centers, sizes = boxes_to_center_scale(boxes, aspect_ratio=48 / 64, padding=1.25)
+    forward, to_image = crop_transforms(centers, sizes, (64, 48))
+    expected = normalize(warp_crops(frame, forward, (64, 48)))
+    actual = device_crops(frame, to_image, (64, 48), "cpu").numpy()
+    assert actual.shape == expected.shape == (3, 64, 48, 3)
+    in_255 = np.abs(actual - expected)[:, 2:-2, 2:-2] * 0.226 * 255  # back to 0-255 steps
+    # cv2 rounds to uint8 and interpolates in fixed point: half a step and a little more.
+    assert in_255.max() < 1.0 and in_255.mean() < 0.4
+
+
+def cv2_blur(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(image, (5, 5), 1.5)  # smooth enough that bilinear sampling is well defined
