@@ -96,8 +96,8 @@ def resolve_device(requested: str, available: Availability) -> str:
         raise DeviceError(f"--device {requested}: torch sees no CUDA GPU ({build}); check that `nvidia-smi` "
                           "lists the GPU and the driver supports that CUDA version, or use --device cpu")
     if index >= count:
-        raise DeviceError(f"--device {requested}: torch sees {count} CUDA GPU{'s' if count > 1 else ''} "
-                          f"(cuda:0 to cuda:{count - 1}); pick one of those")
+        seen = "1 CUDA GPU (cuda:0)" if count == 1 else f"{count} CUDA GPUs (cuda:0 to cuda:{count - 1})"
+        raise DeviceError(f"--device {requested}: torch sees {seen}; pick one of those")
     return f"cuda:{index}"
 
 

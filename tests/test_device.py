@@ -53,7 +53,8 @@ def test_device_follows_what_torch_sees(requested, available, expected):
 @pytest.mark.parametrize("requested, available, says", [
     ("cuda", NO_GPU, "torch sees no CUDA GPU (torch 2.14.1 is built for CUDA 13.0)"),
     ("cuda:0", Availability(torch_version="2.14.1"), "CPU-only build"),
-    ("cuda:2", TWO_GPUS, "torch sees 2 CUDA GPUs (cuda:0 to cuda:1)"),
+    ("cuda:2", TWO_GPUS, "torch sees 2 CUDA GPUs (cuda:0 to cuda:1); pick one of those"),
+    ("cuda:1", ONE_GPU, "torch sees 1 CUDA GPU (cuda:0); pick one of those"),
     ("mps", ONE_GPU, "torch sees no Apple GPU"),
 ])
 def test_a_gpu_torch_cannot_use_is_one_line_with_what_to_do(requested, available, says):
