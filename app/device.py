@@ -14,7 +14,8 @@ the choice must be made before that. The rules:
   process, the one Ultralytics uses) and KERAS_TORCH_DEVICE names the device;
 - a user's KERAS_BACKEND always wins; when that backend cannot use the GPU the user asked for,
   an explicit --device is a DeviceError and "auto" falls back to the CPU with one line saying so;
-- on the CPU nothing is set: the pose model runs on ONNX Runtime as before (app.runtime).
+- on the CPU nothing is set (but KERAS_TORCH_DEVICE=cpu under a user's torch backend): the pose
+  model runs on ONNX Runtime as before (app.runtime).
 
 Plain functions over plain values, so the tests fake what torch sees (Availability) and what a
 user's backend sees (`sees_gpu`) without a GPU.
@@ -146,7 +147,9 @@ def choose_backend(requested: str, available: Availability, environ: dict | None
     device = resolve_device(requested, available)
     user_backend = environ.get("KERAS_BACKEND", "").strip().lower()
     if device == "cpu":
-        return DeviceChoice("cpu", "cpu", user_backend or DEFAULT_KERAS_BACKEND)
+        # Keras' torch backend would pick a GPU by itself: keep it where the user asked.
+        env = {"KERAS_TORCH_DEVICE": "cpu"} if user_backend == "torch" else {}
+        return DeviceChoice("cpu", "cpu", user_backend or DEFAULT_KERAS_BACKEND, env=env)
     if user_backend in ("", "torch"):
         return DeviceChoice(device, device, "torch", env={"KERAS_BACKEND": "torch", "KERAS_TORCH_DEVICE": device})
     # The user's backend wins; it must see the GPU itself (TensorFlow and JAX bring their own CUDA).

@@ -9,7 +9,9 @@ run_demo.py chooses them (torch backend on a GPU), before Keras is imported. Und
 data-centre GPU. It prints four tables:
 
   1. model   the pose model alone (Keras on the device), ms per person at batch 1, 8 and 32, float32
-             and float16, beside ONNX Runtime on this machine's CPU (the CPU path);
+             and float16, beside ONNX Runtime on this machine's CPU (the CPU path); and the detector
+             alone: the file given, where the product runs it, and a YOLOv8n built from Ultralytics'
+             bundled yolov8n.yaml (random weights, speed only) on the device;
   2. e2e     end-to-end FPS with the product's defaults (run_demo's threaded loop, detector every 8
              frames, writing a video) on dancer.avi and street.avi --max-people 5, float32 and --half,
              and on the CPU; plus reading + writing the video alone, which bounds them all;
@@ -137,6 +139,41 @@ def model_table(model, device: str, quick: bool) -> list[dict]:
             ms = median_ms(lambda: runner(batch), warmup, repeats)
             rows.append({"runner": runner.engine, "device": runner.device, "dtype": runner.precision,
                          "batch": batch_size, "ms_per_batch": ms, "ms_per_person": ms / batch_size})
+    return rows
+
+
+# --- 1b. the detector alone -------------------------------------------------------------------------------
+
+def detector_table(detectors: list[str], video: str, device: str, quick: bool) -> list[dict]:
+    """ms per frame of each detector file where the product runs it, and of a YOLOv8n built from
+    Ultralytics' bundled yolov8n.yaml (random weights, no download: speed only) on the device."""
+    import torch
+
+    from app.detector import DetectorConfig, PersonDetector, _import_yolo
+
+    frame = read_frames(video, 1)[0]
+    repeats = 3 if quick else 30
+    sync = torch_sync(device)
+    rows = []
+    for detector in detectors:
+        for half in (False, True):
+            model = PersonDetector(DetectorConfig(model=detector, device=device, half=half))
+            if half and model.precision == "float32":
+                continue  # the float32 row already says it
+            rows.append({"detector": Path(detector).name, "weights": "trained", "device": model.device,
+                         "dtype": model.precision, "ms_per_frame": median_ms(lambda: model.detect(frame), 2, repeats, sync)})
+    threads = torch.get_num_threads()
+    YOLO, _ = _import_yolo()
+    model = YOLO("yolov8n.yaml", task="detect")
+    for half in (False, True) if device != "cpu" else (False,):
+        precision = {"quantize": 16} if half else {}
+
+        def call():
+            model.predict(frame, imgsz=640, device=device, classes=[0], verbose=False, **precision)
+
+        rows.append({"detector": "yolov8n.yaml", "weights": "RANDOM (speed only)", "device": device,
+                     "dtype": "float16" if half else "float32", "ms_per_frame": median_ms(call, 3, repeats, sync)})
+    torch.set_num_threads(threads)  # Ultralytics' predict changes it
     return rows
 
 
@@ -343,6 +380,9 @@ def main(argv=None) -> int:
 
     videos = [(args.dancer, 100), (args.street, 5)]
     detectors = [args.detector] + ([args.detector_pt] if args.detector_pt else [])
+    record["detector"] = detector_table(detectors, args.street, choice.detector_device, args.quick)
+    print_table("1b. detector alone, 640 px, one street frame (ms per frame)", record["detector"],
+                ["detector", "weights", "device", "dtype", "ms_per_frame"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(tmp)

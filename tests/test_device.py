@@ -91,15 +91,18 @@ def test_a_gpu_without_keras_backend_set_gets_the_torch_backend_on_it():
     assert choose_backend("auto", APPLE, {}, sees_gpu=never_asked).env["KERAS_TORCH_DEVICE"] == "mps"
 
 
-@pytest.mark.parametrize("environ, backend", [({}, "tensorflow"), ({"KERAS_BACKEND": "jax"}, "jax"),
-                                              ({"KERAS_BACKEND": "torch"}, "torch")])
-def test_the_cpu_changes_nothing(environ, backend):
+@pytest.mark.parametrize("environ, backend, env", [
+    ({}, "tensorflow", {}),
+    ({"KERAS_BACKEND": "jax"}, "jax", {}),
+    ({"KERAS_BACKEND": "torch"}, "torch", {"KERAS_TORCH_DEVICE": "cpu"}),  # else Keras would pick the GPU
+])
+def test_the_cpu_keeps_the_backend(environ, backend, env):
     # --device cpu on a GPU machine too: the pose model then runs on ONNX Runtime, as before.
     for available in (NO_GPU, ONE_GPU):
         requested = "auto" if available is NO_GPU else "cpu"
         choice = choose_backend(requested, available, environ, sees_gpu=never_asked)
         assert (choice.pose_device, choice.detector_device, choice.backend, choice.env, choice.note) == \
-            ("cpu", "cpu", backend, {}, "")
+            ("cpu", "cpu", backend, env, "")
 
 
 def test_a_users_backend_that_sees_the_gpu_is_kept():
