@@ -140,8 +140,9 @@ def choose_backend(requested: str, available: Availability, environ: dict | None
                    sees_gpu=None) -> DeviceChoice:
     """The device for both networks and the Keras backend, from --device, what torch sees and the
     user's environment (os.environ when None). sees_gpu(backend) -> bool: whether a backend other
-    than torch runs on a GPU here (default backend_sees_gpu, which imports it). Raises DeviceError as resolve_device, and when the
-    user's KERAS_BACKEND cannot use an explicitly asked GPU. Sets nothing: see apply_choice."""
+    than torch runs on a GPU here (default backend_sees_gpu, which imports it). Raises DeviceError
+    as resolve_device, and when the user's KERAS_BACKEND cannot use an explicitly asked GPU.
+    Sets nothing: see apply_choice."""
     environ = os.environ if environ is None else environ
     sees_gpu = sees_gpu or backend_sees_gpu
     device = resolve_device(requested, available)
