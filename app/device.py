@@ -170,7 +170,7 @@ def choose_backend(requested: str, available: Availability, environ: dict | None
     if parse_device(requested) != "auto":
         raise DeviceError(f"--device {requested}: {why}; {fix}, or use --device cpu")
     return DeviceChoice("cpu", device, user_backend,
-                        note=f"note: pose model on the CPU: {why}; {fix}. The detector runs on {device}")
+                        note=f"note: pose model on the CPU: {why}; {fix}")
 
 
 def apply_choice(choice: DeviceChoice, environ: dict | None = None) -> None:
