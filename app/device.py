@@ -14,7 +14,8 @@ the choice must be made before that. The rules:
   process, the one Ultralytics uses) and KERAS_TORCH_DEVICE names the device;
 - a user's KERAS_BACKEND always wins; when that backend cannot use the GPU the user asked for,
   an explicit --device is a DeviceError and "auto" falls back to the CPU with one line saying so;
-- on the CPU nothing is set: the pose model runs on ONNX Runtime as before (app.runtime).
+- on the CPU nothing is set (but KERAS_TORCH_DEVICE=cpu under a user's torch backend): the pose
+  model runs on ONNX Runtime as before (app.runtime).
 
 Plain functions over plain values, so the tests fake what torch sees (Availability) and what a
 user's backend sees (`sees_gpu`) without a GPU.
@@ -96,8 +97,8 @@ def resolve_device(requested: str, available: Availability) -> str:
         raise DeviceError(f"--device {requested}: torch sees no CUDA GPU ({build}); check that `nvidia-smi` "
                           "lists the GPU and the driver supports that CUDA version, or use --device cpu")
     if index >= count:
-        raise DeviceError(f"--device {requested}: torch sees {count} CUDA GPU{'s' if count > 1 else ''} "
-                          f"(cuda:0 to cuda:{count - 1}); pick one of those")
+        seen = "1 CUDA GPU (cuda:0)" if count == 1 else f"{count} CUDA GPUs (cuda:0 to cuda:{count - 1})"
+        raise DeviceError(f"--device {requested}: torch sees {seen}; pick one of those")
     return f"cuda:{index}"
 
 
@@ -139,14 +140,17 @@ def choose_backend(requested: str, available: Availability, environ: dict | None
                    sees_gpu=None) -> DeviceChoice:
     """The device for both networks and the Keras backend, from --device, what torch sees and the
     user's environment (os.environ when None). sees_gpu(backend) -> bool: whether a backend other
-    than torch runs on a GPU here (default backend_sees_gpu, which imports it). Raises DeviceError as resolve_device, and when the
-    user's KERAS_BACKEND cannot use an explicitly asked GPU. Sets nothing: see apply_choice."""
+    than torch runs on a GPU here (default backend_sees_gpu, which imports it). Raises DeviceError
+    as resolve_device, and when the user's KERAS_BACKEND cannot use an explicitly asked GPU.
+    Sets nothing: see apply_choice."""
     environ = os.environ if environ is None else environ
     sees_gpu = sees_gpu or backend_sees_gpu
     device = resolve_device(requested, available)
     user_backend = environ.get("KERAS_BACKEND", "").strip().lower()
     if device == "cpu":
-        return DeviceChoice("cpu", "cpu", user_backend or DEFAULT_KERAS_BACKEND)
+        # Keras' torch backend would pick a GPU by itself: keep it where the user asked.
+        env = {"KERAS_TORCH_DEVICE": "cpu"} if user_backend == "torch" else {}
+        return DeviceChoice("cpu", "cpu", user_backend or DEFAULT_KERAS_BACKEND, env=env)
     if user_backend in ("", "torch"):
         return DeviceChoice(device, device, "torch", env={"KERAS_BACKEND": "torch", "KERAS_TORCH_DEVICE": device})
     # The user's backend wins; it must see the GPU itself (TensorFlow and JAX bring their own CUDA).
@@ -166,7 +170,7 @@ def choose_backend(requested: str, available: Availability, environ: dict | None
     if parse_device(requested) != "auto":
         raise DeviceError(f"--device {requested}: {why}; {fix}, or use --device cpu")
     return DeviceChoice("cpu", device, user_backend,
-                        note=f"note: pose model on the CPU: {why}; {fix}. The detector runs on {device}")
+                        note=f"note: pose model on the CPU: {why}; {fix}")
 
 
 def apply_choice(choice: DeviceChoice, environ: dict | None = None) -> None:

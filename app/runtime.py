@@ -10,7 +10,8 @@ with `.input_size` (H, W), `.num_joints` K, `.name`, and for the start-up line `
     runner_from_model(model, runtime="onnx")    # any Keras model (tests, benchmarks, random weights)
 
 "auto" picks KerasRunner on a GPU (the device app.device chose, or, without one, whether the Keras
-backend runs on a GPU) and OnnxRunner otherwise: on a CPU ONNX Runtime runs SimpleBaseline-R50 about twice as fast as Keras' compiled predict
+backend runs on a GPU) and OnnxRunner otherwise: on a CPU ONNX Runtime runs SimpleBaseline-R50
+about twice as fast as Keras' compiled predict
 (`python -m benchmarks.model_bench` times both, side by side, on the machine at hand).
 
 The ONNX graph comes from `app.onnx_export.export_onnx` (hand-written; that module says why).
@@ -57,8 +58,7 @@ def keras_device() -> str:
     """
     backend = keras.backend.backend()
     if backend == "torch":
-        device = keras.ops.zeros((1,)).device  # a torch tensor: asks Keras itself, not torch's defaults
-        return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}" if device.type == "cuda" else device.type
+        return _torch_device_name(keras.ops.zeros((1,)).device)  # asks Keras itself, not torch's defaults
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -68,6 +68,11 @@ def keras_device() -> str:
 
         return "cpu" if jax.default_backend() == "cpu" else "cuda:0"
     return "cpu"
+
+
+def _torch_device_name(device) -> str:
+    """torch.device -> "cpu", "cuda:N" or "mps"."""
+    return f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
 
 
 def gpu_visible() -> bool:
@@ -100,7 +105,11 @@ class KerasRunner:
         self.model = half_precision(model) if half else model
         self.input_size, self.heatmap_size, self.num_joints = model_io_shape(model)
         self.name = f"keras-{keras.backend.backend()}"
-        self.device = keras_device()
+        weights = self.model.weights
+        if keras.backend.backend() == "torch" and weights:
+            self.device = _torch_device_name(weights[0].value.device)  # where this model's weights are
+        else:
+            self.device = keras_device()
         self.precision = "float16" if half else "float32"
         self.engine = f"Keras {keras.__version__} ({keras.backend.backend()} backend)"
 

@@ -4,6 +4,9 @@ and half precision, batch 1 to 32, time per person.
     KERAS_BACKEND=jax   python -m benchmarks.gpu_bench --json out/gpu_jax.json
     KERAS_BACKEND=torch python -m benchmarks.gpu_bench --dtypes float32,bfloat16
 
+Without KERAS_BACKEND it picks the backend as run_demo.py does (app.device: torch on a GPU).
+`python -m benchmarks.gpu_check` is the whole GPU check (end to end, keypoints, crops).
+
 It uses the product's runner (app.runtime.KerasRunner, what `--runtime auto` picks when the backend
 sees a GPU) on SimpleBaseline-R50 256 x 192 with random weights (the time does not depend on them),
 and checks each half-precision model against float32 on the same input (max |diff| of the heatmaps
@@ -19,6 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import app  # noqa: F401  (first: keeps triton out, see app/__init__.py)
+from app.device import choose_devices  # noqa: E402
+
+# As run_demo.py: on a GPU torch sees, Keras' torch backend unless KERAS_BACKEND says otherwise.
+_CHOICE = choose_devices("auto")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

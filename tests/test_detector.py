@@ -168,3 +168,16 @@ def test_an_upper_body_box_inside_the_whole_person_is_merged_into_it():
     kept, scores = suppress_nested(boxes, np.array([0.53, 0.36, 0.9, 0.4], np.float32), overlap=0.85)
     np.testing.assert_array_equal(kept, np.array([beside, whole, behind], np.float32))
     np.testing.assert_allclose(scores, [0.9, 0.53, 0.4])  # the whole person inherits the higher score
+
+
+def test_litert_asked_for_a_gpu_runs_on_the_cpu_and_says_so(detector, detector_path, dancer_video):
+    # No GPU here: were the device passed on to Ultralytics, select_device("cuda:0") would raise.
+    on_gpu = PersonDetector(DetectorConfig(model=str(detector_path), device="cuda:0", half=True))
+    assert (on_gpu.device, on_gpu.precision) == ("cpu", "float32")
+    assert on_gpu.note.startswith("LiteRT runs on the CPU")
+    frame = video_frame(dancer_video)
+    boxes, scores = on_gpu.detect(frame)
+    expected_boxes, expected_scores = detector.detect(frame)
+    np.testing.assert_array_equal(boxes, expected_boxes)
+    np.testing.assert_array_equal(scores, expected_scores)
+    assert len(boxes) == 1

@@ -53,7 +53,8 @@ def test_device_follows_what_torch_sees(requested, available, expected):
 @pytest.mark.parametrize("requested, available, says", [
     ("cuda", NO_GPU, "torch sees no CUDA GPU (torch 2.14.1 is built for CUDA 13.0)"),
     ("cuda:0", Availability(torch_version="2.14.1"), "CPU-only build"),
-    ("cuda:2", TWO_GPUS, "torch sees 2 CUDA GPUs (cuda:0 to cuda:1)"),
+    ("cuda:2", TWO_GPUS, "torch sees 2 CUDA GPUs (cuda:0 to cuda:1); pick one of those"),
+    ("cuda:1", ONE_GPU, "torch sees 1 CUDA GPU (cuda:0); pick one of those"),
     ("mps", ONE_GPU, "torch sees no Apple GPU"),
 ])
 def test_a_gpu_torch_cannot_use_is_one_line_with_what_to_do(requested, available, says):
@@ -90,15 +91,18 @@ def test_a_gpu_without_keras_backend_set_gets_the_torch_backend_on_it():
     assert choose_backend("auto", APPLE, {}, sees_gpu=never_asked).env["KERAS_TORCH_DEVICE"] == "mps"
 
 
-@pytest.mark.parametrize("environ, backend", [({}, "tensorflow"), ({"KERAS_BACKEND": "jax"}, "jax"),
-                                              ({"KERAS_BACKEND": "torch"}, "torch")])
-def test_the_cpu_changes_nothing(environ, backend):
+@pytest.mark.parametrize("environ, backend, env", [
+    ({}, "tensorflow", {}),
+    ({"KERAS_BACKEND": "jax"}, "jax", {}),
+    ({"KERAS_BACKEND": "torch"}, "torch", {"KERAS_TORCH_DEVICE": "cpu"}),  # else Keras would pick the GPU
+])
+def test_the_cpu_keeps_the_backend(environ, backend, env):
     # --device cpu on a GPU machine too: the pose model then runs on ONNX Runtime, as before.
     for available in (NO_GPU, ONE_GPU):
         requested = "auto" if available is NO_GPU else "cpu"
         choice = choose_backend(requested, available, environ, sees_gpu=never_asked)
         assert (choice.pose_device, choice.detector_device, choice.backend, choice.env, choice.note) == \
-            ("cpu", "cpu", backend, {}, "")
+            ("cpu", "cpu", backend, env, "")
 
 
 def test_a_users_backend_that_sees_the_gpu_is_kept():
@@ -322,3 +326,28 @@ def test_jax_backend_gives_the_default_paths_keypoints(tmp_path, random_weights,
         assert completed.returncode == 0, completed.stderr[-2000:]
         runs[name] = demo_keypoints(out)
     assert np.abs(runs["jax"] - runs["onnx"]).max() <= 0.5
+
+
+# --- crops on the device (benchmarks/gpu_check.py measures them against the product's CPU warps) ------
+
+def test_device_crops_match_the_cpu_warps():
+    from app.crop import boxes_to_center_scale, crop_transforms, normalize, warp_crops
+    from benchmarks.gpu_check import device_crops
+
+    rng = np.random.default_rng(30)
+    frame = cv2_blur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    boxes = np.array([[20, 10, 90, 110], [100.5, 30.25, 150, 80], [-20, -10, 60, 70]], np.float32)
+    centers, sizes = boxes_to_center_scale(boxes, aspect_ratio=48 / 64, padding=1.25)
+    forward, to_image = crop_transforms(centers, sizes, (64, 48))
+    expected = normalize(warp_crops(frame, forward, (64, 48)))
+    actual = device_crops(frame, to_image, (64, 48), "cpu").numpy()
+    assert actual.shape == expected.shape == (3, 64, 48, 3)
+    in_255 = np.abs(actual - expected)[:, 2:-2, 2:-2] * 0.226 * 255  # back to 0-255 steps
+    # cv2 rounds to uint8 and interpolates in fixed point: half a step and a little more.
+    assert in_255.max() < 1.0 and in_255.mean() < 0.4
+
+
+def cv2_blur(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(image, (5, 5), 1.5)  # smooth enough that bilinear sampling is well defined
