@@ -29,17 +29,11 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
-from app.errors import PoseError
+from app.errors import DeviceError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEFAULT_KERAS_BACKEND = "tensorflow"  # Keras' own default when neither KERAS_BACKEND nor keras.json says
-
-
-class DeviceError(PoseError):
-    """A device was asked for that this machine or this Keras backend cannot use."""
-
-    exit_code = 9
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,12 @@ class DownloadError(PoseError):
     exit_code = 8
 
 
+class DeviceError(PoseError):
+    """A device was asked for that this machine or this Keras backend cannot use."""
+
+    exit_code = 9
+
+
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT.
 
 
