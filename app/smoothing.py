@@ -31,13 +31,13 @@ class KalmanConfig:
     # IMMEstimator) over two constant-velocity models of the whole person, one still
     # (`still_process_noise`) and one moving (`process_noise`). A single model trades jitter
     # against lag with one knob; the mixture smooths hard while the person stands and follows
-    # fast when they move (docs/smoothing.md: 82% jitter cut at 0.54 frames of lag against
+    # fast when they move (docs/smoothing.md: 85% jitter cut at 0.52 frames of lag against
     # 71%/0.76 for the single model it replaced). The whole person shares one mode: with 34
     # coordinates the mode is decided within a frame or two, where one joint's 2 would be noisy.
     motion_model: str = "imm"
     process_noise: float = 0.004  # random acceleration per frame^2 (jerk per frame^3 for "acceleration")
-    still_process_noise: float = 0.0002  # "imm" only: the still model's random acceleration
-    switch_probability: float = 0.02  # "imm" only: chance per frame of changing between still and moving
+    still_process_noise: float = 0.0001  # "imm" only: the still model's random acceleration
+    switch_probability: float = 0.01  # "imm" only: chance per frame of changing between still and moving
     # Keypoint error at score 1; it grows as 1 / score. On the dancer's still frames MoveNet's
     # joints wander 1.5-4.4 px (std) at scores around 0.65 on a ~420 px diagonal: about 0.0045.
     measurement_noise: float = 0.005
