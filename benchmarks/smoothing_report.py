@@ -50,7 +50,7 @@ from filterpy.common import Q_discrete_white_noise  # noqa: E402
 from filterpy.kalman import IMMEstimator, KalmanFilter  # noqa: E402
 from scipy.signal import savgol_filter  # noqa: E402
 
-from app.offline import FixedLagStage  # noqa: E402
+from app.offline import FixedLagStage, OfflineConfig  # noqa: E402
 from app.pipeline import FrameResult, Person  # noqa: E402
 from app.skeleton import KEYPOINT_NAMES as _KEYPOINT_NAMES  # noqa: E402
 from app.smoothing import KalmanConfig, KeypointKalman, OneEuroConfig, OneEuroFilter, person_scale  # noqa: E402
@@ -122,10 +122,11 @@ def run_smoother(smoother, keypoints: np.ndarray, scores: np.ndarray, scale: flo
     return out
 
 
-def run_offline(keypoints: np.ndarray, scores: np.ndarray, fps: float) -> np.ndarray:
+def run_offline(keypoints: np.ndarray, scores: np.ndarray, fps: float, config: OfflineConfig | None = None,
+                lag: int | None = None) -> np.ndarray:
     """The offline stage (app.offline.FixedLagStage) on one track; the box is a square whose
     diagonal is the keypoints' box diagonal, as the live smoother measures it -> (T, K, 2)."""
-    stage = FixedLagStage(fps)
+    stage = FixedLagStage(fps, config, lag=lag)
     pairs = []
     for t in range(len(keypoints)):
         measured = scores[t] >= THRESHOLD
@@ -431,6 +432,19 @@ def report(path: Path) -> tuple[str, bool]:
         lags = [issue_lag(track, raw, moving=segment) for segment in halves]
         lines.append(f"| {name} | {100 * cut:.1f}% | {lag_all:+.2f} | {100 * side_cut[0]:.1f}% | "
                      f"{100 * side_cut[1]:.1f}% | {lags[0]:+.2f} | {lags[1]:+.2f} | {micros:.0f} |")
+
+    # Offline: the process noise and the window, side by side.
+    lines += ["", "Offline smoother sweep (issue harness, lag with shifts -8..8):", "",
+              "| process_noise | window frames | jitter cut | lag |", "|---|---|---|---|"]
+    default_offline = OfflineConfig()
+    for noise in (0.001, 0.002, 0.004):
+        for window in (4, FixedLagStage(fps).lag, 12):
+            config = replace(default_offline, kalman=replace(default_offline.kalman, process_noise=noise))
+            track = run_offline(raw, scores, fps, config, lag=window)
+            cut, lag_both = issue_metrics(track, raw, scores, symmetric=True, still=still, moving=moving)
+            marker = " (default)" if (noise == default_offline.kalman.process_noise
+                                      and window == FixedLagStage(fps).lag) else ""
+            lines.append(f"| {noise:g}{marker} | {window} | {100 * cut:.1f}% | {lag_both:+.2f} |")
 
     # Layout: one block-diagonal filter against one filter per joint, on identical settings.
     plain = replace(OLD_DEFAULT, gate=float("inf"), max_predict=10 ** 9)
