@@ -61,6 +61,40 @@ class KalmanConfig:
     default_scale: float = 200.0  # pixels; used only while no scale was given and none can be measured
 
 
+class _KalmanFilter(KalmanFilter):
+    """filterpy's KalmanFilter with its measurement log-likelihood from the S^-1 the update already
+    computed (plus a log-determinant), instead of scipy's multivariate_normal, which
+    eigen-decomposes S again: that was 40% of the IMM's time for 34 measured coordinates."""
+
+    @property
+    def log_likelihood(self):
+        if self._log_likelihood is None:
+            _, log_det = np.linalg.slogdet(self.S)
+            self._log_likelihood = -0.5 * (self.y @ self.SI @ self.y + log_det + len(self.y) * np.log(2 * np.pi))
+        return self._log_likelihood
+
+
+class _IMMEstimator(IMMEstimator):
+    """filterpy's IMMEstimator with the mode update done in log space.
+
+    filterpy multiplies each model's likelihood exp(log L); with 34 coordinates a sudden movement
+    gives log L far below -745 for both models, both likelihoods floor at the smallest float, and
+    the mode probabilities learn nothing from the very frame that should switch them. Subtracting
+    the larger log-likelihood first is the same Bayes rule without the underflow."""
+
+    def update(self, z):
+        for f in self.filters:
+            f.update(z)
+        log_likelihood = np.array([f.log_likelihood for f in self.filters])
+        self.likelihood = np.exp(log_likelihood - log_likelihood.max())  # relative: only ratios matter
+        self.mu = self.cbar * self.likelihood
+        self.mu /= np.sum(self.mu)
+        self._compute_mixing_probabilities()
+        self._compute_state_estimate()
+        self.x_post = self.x.copy()
+        self.P_post = self.P.copy()
+
+
 def person_scale(keypoints: np.ndarray, scores: np.ndarray, threshold: float) -> float:
     """Diagonal (pixels) of the box `boxes_from_keypoints` derives for one person; NaN with < 2 joints.
 
@@ -167,7 +201,7 @@ class KeypointKalman:
         imm = self.config.motion_model == "imm"
         self._filters = []
         for _ in range(2 if imm else 1):
-            kf = KalmanFilter(dim_x=dim, dim_z=2 * num_joints)
+            kf = _KalmanFilter(dim_x=dim, dim_z=2 * num_joints)
             kf.F = np.kron(np.eye(2 * num_joints), step)
             if not imm:
                 # S = H P H' + R is diagonal here (each measured coordinate lives in its own block), so
@@ -181,7 +215,7 @@ class KeypointKalman:
                         else [self.config.process_noise])
         if imm:
             p = self.config.switch_probability
-            self._imm = IMMEstimator(self._filters, np.array([0.5, 0.5]), np.array([[1 - p, p], [p, 1 - p]]))
+            self._imm = _IMMEstimator(self._filters, np.array([0.5, 0.5]), np.array([[1 - p, p], [p, 1 - p]]))
         else:
             self._imm = None
         # The highest derivative is white noise held constant over a frame, one block per joint and
