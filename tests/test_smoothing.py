@@ -490,41 +490,58 @@ def test_choose_smoothing_offline_only_for_files_written_out():
         FixedLagStage(25.0, OfflineConfig(kalman=KalmanConfig(motion_model="imm")))
 
 
+class FramePipelineFakes:
+    """A detector and an estimator that put one noisy person wherever the frame's first pixel says
+    (frame t: truth[t] + noise), so the real PosePipeline tracks and smooths a known path."""
+
+    def __init__(self, count: int, seed: int = 26):
+        rng = np.random.default_rng(seed)
+        self.truth = still_points(seed)[None] + np.array([3.0, 1.0]) * np.arange(count)[:, None, None]
+        self.raw = (self.truth + rng.normal(0, 2.0, self.truth.shape)).astype(np.float32)
+        fakes = self
+
+        class Detector:
+            def detect(self, frame):
+                t = fakes.index(frame)
+                low, high = fakes.raw[t].min(axis=0) - 20, fakes.raw[t].max(axis=0) + 20
+                return np.concatenate([low, high])[None], np.array([0.9], np.float32)
+
+        class Estimator:
+            def estimate(self, frame, boxes, return_heatmaps=False):
+                n = len(boxes)
+                return SimpleNamespace(keypoints=np.repeat(fakes.raw[fakes.index(frame)][None], n, 0),
+                                       scores=np.full((n, K), 0.9, np.float32), heatmaps=None)
+
+        self.detector, self.estimator = Detector(), Estimator()
+
+    @staticmethod
+    def index(frame) -> int:
+        return int(frame[0, 0, 0]) + 256 * int(frame[0, 0, 1])
+
+    def frames(self):
+        from app.sources import Frame
+
+        for t in range(len(self.raw)):
+            image = np.zeros((600, 800, 3), np.uint8)
+            image[0, 0, :2] = (t % 256, t // 256)
+            yield Frame(index=t, image=image, timestamp_s=t / 25.0)
+
+
 def test_demo_inference_thread_with_offline_smoothing_writes_every_frame_once_and_aligned():
-    # The demo's inference loop with the real PosePipeline (a fake detector and estimator that put
-    # one noisy person wherever the frame says): every frame comes out once, in order, with its own
-    # raw joints, offline-smoothed, and the last `lag` frames are flushed at the end of the input.
+    # The demo's inference loop with the real PosePipeline: every frame comes out once, in order,
+    # with its own raw joints, offline-smoothed, and the last `lag` frames are flushed at the end.
     import queue
     import threading
 
     from app import demo
     from app.pipeline import PipelineConfig, PosePipeline
-    from app.sources import Frame
 
-    rng = np.random.default_rng(26)
     count = 60
-    truth = still_points(26)[None] + np.array([3.0, 1.0]) * np.arange(count)[:, None, None]
-    raw = (truth + rng.normal(0, 2.0, truth.shape)).astype(np.float32)
-
-    class Detector:
-        def detect(self, frame):
-            t = int(frame[0, 0, 0]) + 256 * int(frame[0, 0, 1])
-            low, high = raw[t].min(axis=0) - 20, raw[t].max(axis=0) + 20
-            return np.concatenate([low, high])[None], np.array([0.9], np.float32)
-
-    class Estimator:
-        def estimate(self, frame, boxes, return_heatmaps=False):
-            t = int(frame[0, 0, 0]) + 256 * int(frame[0, 0, 1])
-            n = len(boxes)
-            return SimpleNamespace(keypoints=np.repeat(raw[t][None], n, 0), scores=np.full((n, K), 0.9, np.float32),
-                                   heatmaps=None)
-
-    pipeline = PosePipeline(Detector(), Estimator(), PipelineConfig(detect_every=1))
+    fakes = FramePipelineFakes(count)
+    pipeline = PosePipeline(fakes.detector, fakes.estimator, PipelineConfig(detect_every=1))
     frames, results = queue.Queue(), queue.Queue()
-    for t in range(count):
-        image = np.zeros((600, 800, 3), np.uint8)
-        image[0, 0, :2] = (t % 256, t // 256)
-        frames.put(Frame(index=t, image=image, timestamp_s=t / 25.0))
+    for frame in fakes.frames():
+        frames.put(frame)
     frames.put(demo._END)
     stage = FixedLagStage(25.0)
     demo._inference(pipeline, frames, results, threading.Event(), threading.Event(), False, stage)
@@ -534,12 +551,52 @@ def test_demo_inference_thread_with_offline_smoothing_writes_every_frame_once_an
     assert [item.index for item, _ in pairs] == list(range(count))
     smoothed = np.stack([result.people[0].smoothed_keypoints for _, result in pairs])
     for t, (item, result) in enumerate(pairs):
-        np.testing.assert_array_equal(result.people[0].raw_keypoints, raw[t])
+        np.testing.assert_array_equal(result.people[0].raw_keypoints, fakes.raw[t])
         assert result.people[0].keypoints is result.people[0].smoothed_keypoints  # what outputs draw and write
-    error_raw = np.abs(raw[10:] - truth[10:]).mean()
-    error_smoothed = np.abs(smoothed[10:] - truth[10:]).mean()
+    error_raw = np.abs(fakes.raw[10:] - fakes.truth[10:]).mean()
+    error_smoothed = np.abs(smoothed[10:] - fakes.truth[10:]).mean()
     assert error_smoothed < 0.6 * error_raw
     assert len(stage) == 0
+
+
+@pytest.mark.parametrize("requested, expected", [("auto", "offline"), ("live", "live")])
+def test_demo_run_writes_the_chosen_smoothing_for_every_frame(tmp_path, requested, expected):
+    # demo.run end to end on a fake video source: a file with --json gets the offline smoother by
+    # default, every frame once; `live` keeps the pipeline's own causal output.
+    import json
+
+    from app import demo
+    from app.pipeline import PipelineConfig, PosePipeline
+
+    count = 40
+    fakes = FramePipelineFakes(count, seed=29)
+
+    class Source:
+        fps, size, is_live, kind, frame_count = 25.0, (800, 600), False, "video", count
+
+        def __iter__(self):
+            return fakes.frames()
+
+        def close(self):
+            pass
+
+    pipeline = PosePipeline(fakes.detector, fakes.estimator, PipelineConfig(detect_every=1))
+    options = demo.DemoOptions(source="fake.avi", json=str(tmp_path / "out.json"), progress=False,
+                               smoothing=requested)
+    assert demo.run(options, pipeline, Source(), show=False) == count
+    frames = json.loads((tmp_path / "out.json").read_text())["frames"]
+    assert [f["frame"] for f in frames] == list(range(count))
+    written = np.array([f["people"][0]["keypoints"] for f in frames]).reshape(count, K, 3)[..., :2]
+
+    live = KeypointKalman()
+    live_out = np.stack([live.update(fakes.raw[t], np.full(K, 0.9), scale=None)[0] for t in range(count)])
+    pairs = run_stage(FixedLagStage(25.0), [[person(1, fakes.raw[t], np.full(K, 0.9))] for t in range(count)])
+    offline = np.stack([smoothed_track(pairs, 1)[t] for t in range(count)])
+    # The written track is the chosen smoother's (to the JSON's 0.01 px rounding; measured 0.005 px)
+    # and not the other one's (measured 0.59 px apart).
+    chosen, other = (offline, live_out) if expected == "offline" else (live_out, offline)
+    assert np.abs(written - chosen)[5:].mean() < 0.05
+    assert np.abs(written - other)[5:].mean() > 0.3
 
 
 def test_demo_inference_thread_flushes_held_frames_before_an_error():
