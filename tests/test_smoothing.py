@@ -292,6 +292,8 @@ def test_imm_mode_switches_when_the_person_sets_off_and_settles_back():
         moving.append(kalman.mode_probabilities[1])
     assert max(moving[:3]) > 0.9  # within 3 frames of setting off
     assert moving[-1] < 0.1  # the steady pace is learnt: back to the smooth model
+    with pytest.raises(ValueError, match="switch_probability"):
+        KeypointKalman(KalmanConfig(switch_probability=0.0))
 
 
 def test_imm_mode_switches_on_a_sudden_large_move_that_both_models_find_unlikely():
