@@ -141,7 +141,8 @@ class KeypointKalman:
         if self.config.motion_model not in MOTION_MODELS:
             raise ValueError(f"unknown motion_model {self.config.motion_model!r}: use one of {sorted(MOTION_MODELS)}")
         if self.config.motion_model == "imm" and not 0.0 < self.config.switch_probability < 1.0:
-            raise ValueError(f"switch_probability must be between 0 and 1 (exclusive), got {self.config.switch_probability}")
+            raise ValueError("switch_probability must be between 0 and 1 (exclusive), "
+                             f"got {self.config.switch_probability}")
         self._order = MOTION_MODELS[self.config.motion_model]  # state entries per axis
         self._num_joints = 0
         self._filters: list[KalmanFilter] = []
