@@ -125,7 +125,11 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
             for pair in smoothing.push(item, result) if smoothing is not None else [(item, result)]:
                 put(pair)
     except BaseException as error:  # a thread that dies silently would leave the main thread waiting forever
-        results.put(error)
+        try:  # the frames the offline stage still holds were processed: they reach the outputs first
+            for pair in smoothing.flush() if smoothing is not None else ():
+                put(pair)
+        finally:
+            results.put(error)
 
 
 def check_outputs(options: DemoOptions) -> tuple[Path | None, Path | None]:

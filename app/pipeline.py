@@ -38,7 +38,7 @@ class Person:
     box: np.ndarray  # (4,) xyxy, image pixels
     box_score: float
     raw_keypoints: np.ndarray  # (K, 2) as decoded from the heatmaps
-    smoothed_keypoints: np.ndarray  # (K, 2) after the Kalman filter
+    smoothed_keypoints: np.ndarray  # (K, 2) after the live Kalman filter (app.offline.FixedLagStage: the offline one)
     scores: np.ndarray  # (K,) heatmap peak values
     visible: np.ndarray  # (K,) bool: confident now, or predicted for a few frames by the filter
     kalman: bool  # which of the two `keypoints` returns

@@ -50,7 +50,7 @@ from filterpy.common import Q_discrete_white_noise  # noqa: E402
 from filterpy.kalman import IMMEstimator, KalmanFilter  # noqa: E402
 from scipy.signal import savgol_filter  # noqa: E402
 
-from app.offline import FixedLagStage  # noqa: E402
+from app.offline import FixedLagStage, OfflineConfig  # noqa: E402
 from app.pipeline import FrameResult, Person  # noqa: E402
 from app.skeleton import KEYPOINT_NAMES as _KEYPOINT_NAMES  # noqa: E402
 from app.smoothing import KalmanConfig, KeypointKalman, OneEuroConfig, OneEuroFilter, person_scale  # noqa: E402
@@ -122,10 +122,11 @@ def run_smoother(smoother, keypoints: np.ndarray, scores: np.ndarray, scale: flo
     return out
 
 
-def run_offline(keypoints: np.ndarray, scores: np.ndarray, fps: float) -> np.ndarray:
+def run_offline(keypoints: np.ndarray, scores: np.ndarray, fps: float, config: OfflineConfig | None = None,
+                lag: int | None = None) -> np.ndarray:
     """The offline stage (app.offline.FixedLagStage) on one track; the box is a square whose
     diagonal is the keypoints' box diagonal, as the live smoother measures it -> (T, K, 2)."""
-    stage = FixedLagStage(fps)
+    stage = FixedLagStage(fps, config, lag=lag)
     pairs = []
     for t in range(len(keypoints)):
         measured = scores[t] >= THRESHOLD
@@ -169,10 +170,24 @@ def issue_lag(track: np.ndarray, raw: np.ndarray, moving: tuple[int, int] = ISSU
     return float(-b / (2 * a)) if a > 0 else float(shifts[best[0]])
 
 
-def issue_metrics(track, raw, scores, symmetric: bool = False) -> tuple[float, float]:
+def issue_metrics(track, raw, scores, symmetric: bool = False, still: tuple[int, int] = ISSUE_STILL,
+                  moving: tuple[int, int] = ISSUE_MOVING) -> tuple[float, float]:
     """(jitter cut as a fraction of raw's, lag frames) in the issue-12 harness; symmetric: shifts -8..8."""
-    cut = 1 - issue_jitter(track, scores) / issue_jitter(raw, scores)
-    return cut, issue_lag(track, raw, shifts=range(-8, 9) if symmetric else range(0, 9))
+    cut = 1 - issue_jitter(track, scores, still) / issue_jitter(raw, scores, still)
+    return cut, issue_lag(track, raw, moving, shifts=range(-8, 9) if symmetric else range(0, 9))
+
+
+def track_segments(path: Path) -> dict:
+    """The still and moving frames of a track file: its own `still`/`moving` (end exclusive, as
+    benchmarks/peer_track.py writes them) or the dancer MoveNet track's; also its image width."""
+    data = np.load(path)
+    still = tuple(int(v) for v in data["still"]) if "still" in data else ISSUE_STILL
+    moving = tuple(int(v) for v in data["moving"]) if "moving" in data else ISSUE_MOVING
+    width = float(data["width"]) if "width" in data else IMAGE_WIDTH
+    if "still" not in data:  # the project's own windows on the dancer track (module docstring)
+        return {"still": still, "moving": moving, "project_still": STILL, "project_moving": MOVING, "width": width}
+    return {"still": still, "moving": moving, "project_still": (still[0] + 5, still[1] - 1),
+            "project_moving": (moving[0], moving[1] - 1), "width": width}
 
 
 def cost_us(make_smoother, keypoints: np.ndarray, scores: np.ndarray, repeats: int = 2) -> float:
@@ -316,36 +331,41 @@ def _load() -> str:
 def report(path: Path) -> tuple[str, bool]:
     """Run every measurement; return the markdown tables and whether the goals hold."""
     raw, scores, fps = load_tracks(path)
-    project_raw = jitter(raw, scores)
-    issue_raw = issue_jitter(raw, scores)
+    seg = track_segments(path)
+    still, moving = seg["still"], seg["moving"]
+    p_still, p_moving = seg["project_still"], seg["project_moving"]
+    project_raw = jitter(raw, scores, p_still)
     results = {}
 
     def measure(track):
-        project_cut = 1 - jitter(track, scores) / project_raw
-        cut, lag_one_sided = issue_metrics(track, raw, scores)
-        _, lag_both = issue_metrics(track, raw, scores, symmetric=True)
-        return project_cut, lag(track, raw, scores), cut, lag_one_sided, lag_both
+        project_cut = 1 - jitter(track, scores, p_still) / project_raw
+        cut, lag_one_sided = issue_metrics(track, raw, scores, still=still, moving=moving)
+        _, lag_both = issue_metrics(track, raw, scores, symmetric=True, still=still, moving=moving)
+        return project_cut, lag(track, raw, scores, frames=p_moving), cut, lag_one_sided, lag_both
 
     def row(name, track, micros=None):
         values = results[name] = measure(track)
         p_cut, p_lag, cut, lag_one, lag_both = values
         cost = "" if micros is None else f"{micros:.0f}"
-        return (f"| {name} | {jitter(track, scores):.2f} | {100 * p_cut:.0f}% | {p_lag:+.2f} | "
-                f"{issue_jitter(track, scores):.2f} | {100 * cut:.1f}% | {lag_one:+.2f} | {lag_both:+.2f} | {cost} |")
+        return (f"| {name} | {jitter(track, scores, p_still):.2f} | {100 * p_cut:.0f}% | {p_lag:+.2f} | "
+                f"{issue_jitter(track, scores, still):.2f} | {100 * cut:.1f}% | {lag_one:+.2f} | {lag_both:+.2f} "
+                f"| {cost} |")
 
     euro = {speed: OneEuroConfig(speed_from=speed) for speed in ("raw", "filtered")}
     new_default = KalmanConfig()
     savgol_window = 2 * FixedLagStage(fps).lag + 1  # the offline stage's latency
-    lines = [f"Track: `{path.name}`, {len(raw)} frames at {fps:g} fps, {raw.shape[1]} joints, "
-             f"{_load()} at the start (the machine is shared: costs are noisy, best of 2 passes).", "",
-             "Project metric: jitter on frames 5-60, lag on 200-799, joints scoring >= 0.3 (definitions "
-             "above). Issue-12 metric: jitter on 0-60, lag on 100-800 after Savitzky-Golay cleaning, shifts "
-             "0..8 as the issue specifies and -8..8 (see the module docstring of the report).", "",
+    lines = [f"### Track `{path.name}`", "",
+             f"{len(raw)} frames at {fps:g} fps, {raw.shape[1]} joints, {_load()} at the start (the machine "
+             "is shared: costs are noisy, best of 2 passes).", "",
+             f"Project metric: jitter on frames {p_still[0]}-{p_still[1]}, lag on {p_moving[0]}-{p_moving[1]}, "
+             f"joints scoring >= 0.3 (definitions above). Issue-12 metric: jitter on {still[0]}-{still[1]}, lag on "
+             f"{moving[0]}-{moving[1]} after Savitzky-Golay cleaning, shifts 0..8 as the issue specifies and -8..8 "
+             "(see the report's module docstring).", "",
              "| smoother | jitter px/frame^2 | jitter cut | lag frames | issue: jitter px/frame^2 | issue: jitter cut "
              "| issue: lag 0..8 | issue: lag -8..8 | us per person-frame |",
              "|---|---|---|---|---|---|---|---|---|"]
-    lines.append(row("raw (MoveNet, per frame)", raw))
-    for label, scale in (("image width", IMAGE_WIDTH), ("object scale", None)):
+    lines.append(row("raw (per-frame model output)", raw))
+    for label, scale in (("image width", seg["width"]), ("object scale", None)):
         for speed, how in (("raw", "speed from raw values, as MediaPipe"), ("filtered", "speed from outputs")):
             track = run_smoother(OneEuroFilter(euro[speed]), raw, scores, scale=scale)
             micros = cost_us(lambda c=euro[speed]: OneEuroFilter(c), raw, scores)
@@ -383,14 +403,17 @@ def report(path: Path) -> tuple[str, bool]:
               f"{ISSUE_GOAL_OFFLINE[0]:.0%} cut and |lag| <= {ISSUE_GOAL_OFFLINE[1]} f (shifts -8..8): "
               f"{'met' if offline_goal else 'NOT met'}.", ""]
 
-    # Live candidates, with a tune/check split: the settings were chosen looking at the lag on
-    # frames 100-400 and the jitter of the left-side joints; 400-800 and the right side check them.
+    # Live candidates, with a tune/check split: the settings were chosen looking at the lag on the
+    # first part of the moving frames and the jitter of the left-side joints of the MoveNet track;
+    # the second part and the right side check them (and the peer track checks everything).
     left = np.array([name.startswith("left") for name in _KEYPOINT_NAMES])
     right = np.array([name.startswith("right") for name in _KEYPOINT_NAMES])
-    lines += ["Live candidates side by side (issue harness; tuned on lag frames 100-400 and the left joints' "
-              "jitter, checked on lag frames 400-800 and the right joints):", "",
-              "| candidate | jitter cut | lag | cut, left (tune) | cut, right (check) | lag 100-400 (tune) "
-              "| lag 400-800 (check) | us per person-frame |", "|---|---|---|---|---|---|---|---|"]
+    middle = moving[0] + 3 * (moving[1] - moving[0]) // 7  # 400 on the MoveNet track's 100-800
+    halves = ((moving[0], middle), (middle, moving[1]))
+    lines += [f"Live candidates side by side (issue harness; tuned on lag frames {halves[0][0]}-{halves[0][1]} and "
+              f"the left joints' jitter, checked on lag frames {halves[1][0]}-{halves[1][1]} and the right joints):", "",
+              "| candidate | jitter cut | lag | cut, left (tune) | cut, right (check) | lag, first part (tune) "
+              "| lag, second part (check) | us per person-frame |", "|---|---|---|---|---|---|---|---|"]
     candidates = [
         (f"one constant-velocity model, process_noise {q:g}", lambda q=q: KeypointKalman(
             replace(OLD_DEFAULT, process_noise=q))) for q in (0.0005, 0.001, 0.002)
@@ -403,12 +426,25 @@ def report(path: Path) -> tuple[str, bool]:
         start = time.perf_counter()
         track = run_smoother(make(), raw, scores)
         micros = (time.perf_counter() - start) / len(raw) * 1e6
-        cut, lag_all = issue_metrics(track, raw, scores)
-        side_cut = [1 - issue_jitter(track, scores, joints=side) / issue_jitter(raw, scores, joints=side)
+        cut, lag_all = issue_metrics(track, raw, scores, still=still, moving=moving)
+        side_cut = [1 - issue_jitter(track, scores, still, joints=side) / issue_jitter(raw, scores, still, joints=side)
                     for side in (left, right)]
-        lags = [issue_lag(track, raw, moving=segment) for segment in ((100, 400), (400, 800))]
+        lags = [issue_lag(track, raw, moving=segment) for segment in halves]
         lines.append(f"| {name} | {100 * cut:.1f}% | {lag_all:+.2f} | {100 * side_cut[0]:.1f}% | "
                      f"{100 * side_cut[1]:.1f}% | {lags[0]:+.2f} | {lags[1]:+.2f} | {micros:.0f} |")
+
+    # Offline: the process noise and the window, side by side.
+    lines += ["", "Offline smoother sweep (issue harness, lag with shifts -8..8):", "",
+              "| process_noise | window frames | jitter cut | lag |", "|---|---|---|---|"]
+    default_offline = OfflineConfig()
+    for noise in (0.001, 0.002, 0.004):
+        for window in (4, FixedLagStage(fps).lag, 12):
+            config = replace(default_offline, kalman=replace(default_offline.kalman, process_noise=noise))
+            track = run_offline(raw, scores, fps, config, lag=window)
+            cut, lag_both = issue_metrics(track, raw, scores, symmetric=True, still=still, moving=moving)
+            marker = " (default)" if (noise == default_offline.kalman.process_noise
+                                      and window == FixedLagStage(fps).lag) else ""
+            lines.append(f"| {noise:g}{marker} | {window} | {100 * cut:.1f}% | {lag_both:+.2f} |")
 
     # Layout: one block-diagonal filter against one filter per joint, on identical settings.
     plain = replace(OLD_DEFAULT, gate=float("inf"), max_predict=10 ** 9)
@@ -436,14 +472,22 @@ def write_into(doc: Path, text: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--tracks", type=Path, default=DEFAULT_TRACKS, help="npz with kpts (T, K, 3) and fps")
+    parser.add_argument("--tracks", type=Path, nargs="+", default=[DEFAULT_TRACKS],
+                        help="npz files with kpts (T, K, 3) and fps (and optionally still, moving, width: "
+                             "benchmarks/peer_track.py)")
     parser.add_argument("--write", type=Path, help="markdown file whose report section to replace")
     args = parser.parse_args()
-    if not args.tracks.exists():
-        raise SystemExit(f"{args.tracks} not found: the shared assets sit in ../shared/assets beside the clone")
-    tables, goal = report(args.tracks)
+    for path in args.tracks:
+        if not path.exists():
+            raise SystemExit(f"{path} not found: the shared assets sit in ../shared/assets beside the clone")
+    reports = [report(path) for path in args.tracks]
+    tables = "\n\n".join(text for text, _ in reports)
+    goal = reports[0][1]  # the goals are set on the shared track; the others are checks
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    text = (f"Produced by `python -m benchmarks.smoothing_report --write docs/smoothing.md` on {stamp}, "
+    command = " ".join(["python -m benchmarks.smoothing_report"]
+                       + ([f"--tracks {' '.join(str(p) for p in args.tracks)}"] if args.tracks != [DEFAULT_TRACKS] else [])
+                       + ["--write docs/smoothing.md"])
+    text = (f"Produced by `{command}` on {stamp}, "
             f"{machine()}.\n\n{tables}")
     print(text)
     if args.write:
