@@ -97,7 +97,7 @@ class CarryBoxPipeline(PosePipeline):
 
 def run_sequential(pipeline, video: str, frames: int, out_dir: Path, label: str) -> dict:
     """One stage after the other, each timed. Returns per-stage mean ms and end-to-end FPS."""
-    from app.demo import ViewState, render
+    from app.views import ViewState, render
     from app.outputs import VideoOutput
     from app.sources import open_source
 

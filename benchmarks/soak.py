@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.demo import ViewState, person_json, render
+from app.demo import person_json
+from app.views import ViewState, render
 from app.outputs import JsonOutput, VideoOutput
 from app.pipeline import PipelineConfig, PosePipeline
 from app.pose import PoseConfig, PoseEstimator
