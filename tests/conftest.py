@@ -4,6 +4,7 @@ Tests that need it skip with a reason when it is absent (a user's clone) and fai
 instead when POSE_REQUIRE_ASSETS=1 (CI), so a missing folder can never pass silently.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -51,3 +52,20 @@ def street_video():
 @pytest.fixture
 def dancer_tracks():
     return asset("tracks/dancer_movenet_0-800.npz")
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory) -> Path:
+    """Converted weights (a .weights.h5 and its JSON) of an R50 with random weights at 128 x 96: a
+    quarter of the arithmetic of 256 x 192, same code path. The demo warns that they are untrained."""
+    from app.weights import sidecar_path
+    from models.simple_baseline import build_simple_baseline
+
+    folder = tmp_path_factory.mktemp("weights")
+    path = folder / "random.weights.h5"
+    build_simple_baseline(depth=50, num_joints=17, input_size=(128, 96)).save_weights(path)
+    sidecar_path(path).write_text(json.dumps({
+        "source": "random weights (test only)", "trained": False,
+        "depth": 50, "num_joints": 17, "input_size": [128, 96],
+    }))
+    return path

@@ -21,21 +21,6 @@ from app.errors import EXIT_INTERRUPTED
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory) -> Path:
-    """An R50 with random weights at 128 x 96 (a quarter of the arithmetic of 256 x 192, same code path)."""
-    from models.simple_baseline import build_simple_baseline
-
-    folder = tmp_path_factory.mktemp("weights")
-    path = folder / "random.weights.h5"
-    build_simple_baseline(depth=50, num_joints=17, input_size=(128, 96)).save_weights(path)
-    weights_module.sidecar_path(path).write_text(json.dumps({
-        "source": "random weights (test only)", "trained": False,
-        "depth": 50, "num_joints": 17, "input_size": [128, 96],
-    }))
-    return path
-
-
 def demo_command(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "run_demo.py"), "--headless", "--no-progress", *args]
 

@@ -21,7 +21,7 @@ from app.device import (Availability, DeviceError, apply_choice, choose_backend,
 from app.pose import PoseEstimator
 from app.runtime import KerasRunner, OnnxRunner, half_precision, resolve_runtime, runner_from_model
 from models.simple_baseline import build_simple_baseline
-from tests.test_demo import demo_command, demo_env, random_weights  # noqa: F401  (a fixture)
+from tests.test_demo import demo_command, demo_env
 from tests.test_runtime import normalised_batch, randomize_batch_norms
 
 ROOT = Path(__file__).resolve().parents[1]

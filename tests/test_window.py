@@ -25,7 +25,7 @@ import pytest
 
 from app.errors import EXIT_INTERRUPTED
 from app.window import Display, fit_size, letterbox, probe_display
-from test_demo import random_weights, video_frames  # noqa: F401  (a fixture, used by name)
+from tests.test_demo import video_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 X_TOOLS = ("Xvfb", "xdotool", "openbox", "wmctrl", "xwd")
