@@ -196,7 +196,7 @@ def _interact(window: Window, state: ViewState, pipeline: PosePipeline, redraw, 
 
     Every key that changes the view redraws the current frame at once (`redraw() -> image`),
     paused or not. While paused it waits, responsive; a still image waits too, `hold_s` seconds
-    (0: until a key that changes nothing, e.g. Enter or n); hold_s None: a video, go on at once.
+    (0: until a key that changes nothing, e.g. Enter); hold_s None: a video, go on at once.
     A window closed by the user sets state.quit, as q does.
     """
     started = time.monotonic()
