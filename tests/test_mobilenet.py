@@ -248,15 +248,19 @@ def test_onnx_export_matches_keras_and_torch(converted, expected, batch):
     proto = export_onnx(model)
     ops = [node.op_type for node in proto.graph.node]
     depthwise = [node for node in proto.graph.node if node.op_type == "Conv"
-                 and next(a.i for a in node.attribute if a.name == "group") > 1]
-    # 17 depthwise + 33 pointwise + conv1 + conv2 + the final 1x1; BN folded into all, depthwise too.
-    assert ops.count("Conv") == 53 and len(depthwise) == 17 and ops.count("ConvTranspose") == 3
+                 and next((a.i for a in node.attribute if a.name == "group"), 1) > 1]
+    # 17 depthwise + 33 pointwise + conv1 + conv2 + the final 1x1 + 3 deconvolutions as 4 sub-pixel
+    # Convs each; BN folded into all, depthwise too.
+    assert ops.count("Conv") == 53 + 12 and len(depthwise) == 17 and ops.count("DepthToSpace") == 3
     assert ops.count("Clip") == 35 and ops.count("Add") == 10
     assert not {"BatchNormalization", "Mul", "Pad"} & set(ops)
     runner = OnnxRunner(proto.SerializeToString(), threads=2)
     heatmaps = runner(batch)
     assert_parity(heatmaps, KerasRunner(model)(batch))
     assert_parity(heatmaps, expected)
+    plain = export_onnx(model, subpixel=False)  # the deconvolutions as ONNX ConvTranspose
+    assert [node.op_type for node in plain.graph.node].count("ConvTranspose") == 3
+    assert_parity(OnnxRunner(plain.SerializeToString(), threads=2)(batch), heatmaps)
 
 
 def test_relu6_export_clips_at_six_exactly():
