@@ -271,10 +271,11 @@ def _startup_line(weights, runner, detector) -> str:
     from pathlib import Path
 
     from app.device import startup_line
-    from app.weights import read_sidecar
+    from app.weights import network_label, read_sidecar
 
     info, (height, width) = read_sidecar(weights), runner.input_size
-    model = f"SimpleBaseline-R{info['depth']}" if "depth" in info else Path(weights).name.split(".")[0]
+    known = info.get("backbone") == "mobilenetv2" or "depth" in info
+    model = network_label(info) if known else Path(weights).name.split(".")[0]
     return startup_line(f"{model} {height}x{width}", runner.engine,
                         runner.device, runner.precision, Path(detector.config.model).name, detector.device,
                         detector.precision, detector.note)

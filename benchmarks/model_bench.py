@@ -190,22 +190,33 @@ def onnx_int8_runner(graph: bytes, input_shape: tuple[int, int], threads: int | 
         return OnnxRunner(quantized.read_bytes(), threads=threads)
 
 
-def time_rounds(runners: dict, batch: np.ndarray, warmup: int, repeats: int) -> dict:
-    """{name: [seconds per call]}: `warmup` untimed calls each, then `repeats` rounds of one call each."""
+def time_rounds(runners: dict, batch: np.ndarray, warmup: int, repeats: int, cpu: dict | None = None) -> dict:
+    """{name: [seconds per call]}: `warmup` untimed calls each, then `repeats` rounds of one call each.
+
+    cpu, when given, is filled with {name: [CPU seconds of this process, all threads, per call]}:
+    unlike the wall time it does not grow while other processes hold the cores, so on a shared
+    machine it tells what a call costs (CPU ms / threads is the wall time a quiet machine would
+    give with perfect parallel scaling, a lower bound).
+    """
     for run in runners.values():
         for _ in range(warmup):
             run(batch)
     times = {name: [] for name in runners}
+    if cpu is not None:
+        cpu.update({name: [] for name in runners})
     for _ in range(repeats):
         for name, run in runners.items():
             time.sleep(SETTLE_S)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run(batch)
             times[name].append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu[name].append(time.process_time() - start_cpu)
     return times
 
 
-def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: bool) -> dict:
+def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: bool,
+                 compare_deconv: bool = False) -> dict:
     """{runtime name: (runner, offered)} for one model."""
     keras_runner = KerasRunner(model)
     graph = export_onnx(model).SerializeToString()
@@ -216,6 +227,11 @@ def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: boo
         "OnnxRunner, spinning threads": OnnxRunner(graph, threads=threads, spinning=True),
         "onnxruntime default session": _onnx_default_session(graph),
     }
+    if compare_deconv:
+        # The exporter's sub-pixel deconvolutions (app.onnx_export._subpixel_deconvolutions) against
+        # ONNX's own ConvTranspose, on the same weights.
+        runners["OnnxRunner, ConvTranspose head"] = OnnxRunner(
+            export_onnx(model, subpixel=False).SerializeToString(), threads=threads)
     if eager:
         runners["keras eager model(x)"] = _eager(model)
     if int8:
@@ -233,6 +249,7 @@ def run_model_bench(
     int8: bool = True,
     show: bool = True,
     models: list[keras.Model] | None = None,
+    compare_deconv: bool = False,
 ) -> list[dict]:
     """Time every runtime on `model` (default: SimpleBaseline-R50 256 x 192, random weights), or on
     each of `models` (same input size), interleaved in the same rounds.
@@ -240,8 +257,10 @@ def run_model_bench(
     Returns one dict per (model, runtime, batch): model (its Keras name), runtime, offered (True for
     the product's runners), batch, ms_per_batch and ms_per_person (medians), ms_per_person_min
     (fastest call), plus per model one "matmul peak" row with gflops and the implied ms_per_person
-    floor. threads: the OnnxRunner's intra-op threads (default: physical cores). int8: also time the
-    graph quantized to int8 (speed only, see onnx_int8_runner). show: print the table.
+    floor. cpu_ms_per_person: the process's median CPU time per person, all threads (time_rounds
+    says why). threads: the OnnxRunner's intra-op threads (default: physical cores). int8: also time the
+    graph quantized to int8 (speed only, see onnx_int8_runner). compare_deconv: also the graph with
+    ONNX ConvTranspose for the head instead of sub-pixel convolutions. show: print the table.
     """
     if models is None:
         models = [model if model is not None else build_model("r50")]
@@ -251,7 +270,7 @@ def run_model_bench(
     (height, width), = sizes
     runners, offered, owner = {}, {}, {}
     for m in models:
-        for name, (run, is_offered) in _runners_for(m, threads, eager, int8).items():
+        for name, (run, is_offered) in _runners_for(m, threads, eager, int8, compare_deconv).items():
             key = f"{m.name} | {name}"
             runners[key], offered[key], owner[key] = run, is_offered, (m.name, name)
 
@@ -259,7 +278,8 @@ def run_model_bench(
     rng = np.random.default_rng(0)
     for batch_size in batch_sizes:
         batch = rng.standard_normal((batch_size, height, width, 3)).astype(np.float32)
-        for key, times in time_rounds(runners, batch, warmup, repeats).items():
+        cpu = {}
+        for key, times in time_rounds(runners, batch, warmup, repeats, cpu).items():
             median = statistics.median(times)
             rows.append({
                 "model": owner[key][0], "runtime": owner[key][1], "offered": offered[key], "batch": batch_size,
@@ -267,6 +287,7 @@ def run_model_bench(
                 # The fastest call is what the runtime does when nothing else competes for the cores:
                 # on a shared machine it moves far less than the median.
                 "ms_per_person_min": round(min(times) * 1e3 / batch_size, 2), "repeats": repeats,
+                "cpu_ms_per_person": round(statistics.median(cpu[key]) * 1e3 / batch_size, 2),
             })
 
     gflops = matmul_gflops()
@@ -287,13 +308,14 @@ def print_table(rows: list[dict], model_name: str = "") -> None:
     reference = {row["batch"]: row["ms_per_person"] for row in rows if row["runtime"] == "onnxruntime default session"}
     print(f"\n{model_name}: ms per person (median), x = time / onnxruntime default session at that batch")
     print(f"{'runtime':34s} {'product':>7s} {'batch':>5s} {'ms/batch':>9s} {'ms/person':>9s} {'x':>6s} "
-          f"{'min ms/person':>13s}")
+          f"{'min ms/person':>13s} {'CPU ms/person':>13s}")
     for row in rows:
         if row["batch"] is None:
             continue
         ratio = row["ms_per_person"] / reference[row["batch"]] if row["batch"] in reference else float("nan")
         print(f"{row['runtime']:34s} {'yes' if row['offered'] else '':>7s} {row['batch']:5d} "
-              f"{row['ms_per_batch']:9.1f} {row['ms_per_person']:9.1f} {ratio:6.2f} {row['ms_per_person_min']:13.1f}")
+              f"{row['ms_per_batch']:9.1f} {row['ms_per_person']:9.1f} {ratio:6.2f} {row['ms_per_person_min']:13.1f} "
+              f"{row.get('cpu_ms_per_person', float('nan')):13.1f}")
     for row in rows:
         if row["batch"] is None:
             print(f"{row['runtime']}: {row['gflops']:.1f} GFLOP/s -> floor {row['ms_per_person']:.1f} ms per "
@@ -311,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="OnnxRunner intra-op threads (default: physical cores)")
     parser.add_argument("--no-eager", action="store_true", help="skip model(x), the slowest reference")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 speed-only row")
+    parser.add_argument("--compare-deconv", action="store_true",
+                        help="also time the graph with ONNX ConvTranspose instead of sub-pixel convolutions")
     parser.add_argument("--backend-info", action="store_true", help="print the Keras backend line and exit")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -325,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = run_model_bench(
         batch_sizes=tuple(int(b) for b in args.batches.split(",")), repeats=args.repeats, warmup=args.warmup,
         threads=args.threads, eager=not args.no_eager, int8=not args.no_int8,
-        models=[build_model(name) for name in args.models.split(",")],
+        models=[build_model(name) for name in args.models.split(",")], compare_deconv=args.compare_deconv,
     )
     if args.json:
         path = Path(args.json)

@@ -18,7 +18,9 @@ MobileNetV2), models alternating variant by variant, in one process.
 Without --weights the pose model has random weights: the timings are real (the arithmetic does not
 depend on the values) but the keypoints are not, so the detector schedule cannot rely on them: the
 detector runs every --detect-every frames and a person keeps their box in between (CarryBoxPipeline).
-Detector calls per frame are printed for each run; benchmarks/detect_schedule.py measures the real
+Detector calls per frame are printed for each run, and the process's CPU time per frame (all threads):
+on a shared machine the FPS falls with the load, the CPU time much less: a quiet 2-core machine
+would give between 1000 / CPU ms (no parallelism) and 2000 / CPU ms (perfect use of both cores) FPS; benchmarks/detect_schedule.py measures the real
 schedule's recall with a real keypoint model.
 """
 
@@ -107,7 +109,7 @@ def run_sequential(pipeline, video: str, frames: int, out_dir: Path, label: str)
     with open_source(video) as source:
         output = VideoOutput(out_dir / f"{label}.avi", fps=source.fps or 25.0)
         iterator = iter(source)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         while count < frames:
             t0 = time.perf_counter()
             frame = next(iterator, None)
@@ -125,10 +127,11 @@ def run_sequential(pipeline, video: str, frames: int, out_dir: Path, label: str)
             output.write(canvas)
             totals["write"] += time.perf_counter() - t0
             count += 1
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         output.close()
     row = {f"{stage}_ms": 1000 * totals[stage] / max(count, 1) for stage in STAGES}
     row.update(variant=label, frames=count, fps=count / elapsed, people_per_frame=people / max(count, 1),
+               cpu_ms_per_frame=1000 * cpu / max(count, 1),
                detector_calls_per_frame=pipeline.detector_calls / max(count, 1))
     return row
 
@@ -141,10 +144,10 @@ def run_threaded(pipeline, video: str, frames: int, out_dir: Path, label: str) -
     options = DemoOptions(source=video, output=str(out_dir / f"{label}.avi"), overwrite=True,
                           headless=True, max_frames=frames, progress=False)
     source = open_source(video)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     count = run(options, pipeline, source, show=False)
-    elapsed = time.perf_counter() - start
-    return {"variant": label, "frames": count, "fps": count / elapsed,
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return {"variant": label, "frames": count, "fps": count / elapsed, "cpu_ms_per_frame": 1000 * cpu / max(count, 1),
             "detector_calls_per_frame": pipeline.detector_calls / max(count, 1)}
 
 
@@ -219,7 +222,8 @@ def main(argv=None) -> None:
             rows[-1]["model"] = model.name
     print(f"\n{Path(args.video).name}, {args.frames} frames, max {args.max_det} people, detector every "
           f"{args.detect_every} frames (plain: every frame)")
-    print_table(rows, ["variant", "model", "runtime", "frames", "fps", "people_per_frame", "detector_calls_per_frame"]
+    print_table(rows, ["variant", "model", "runtime", "frames", "fps", "cpu_ms_per_frame", "people_per_frame",
+                       "detector_calls_per_frame"]
                 + [f"{s}_ms" for s in STAGES])
     base = next((r["fps"] for r in rows if r["variant"] == "plain"), None)
     if base:

@@ -1,10 +1,13 @@
 """SimpleBaseline-MobileNetV2: structure against MMPose's, conversion against a PyTorch reference,
 the ONNX export against Keras, and the demo running it from its converted weights."""
 
+import hashlib
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import keras
@@ -189,6 +192,55 @@ def test_zoo_lists_both_mobilenets_with_mmpose_names_and_ap():
     assert weights.DEFAULT_CHECKPOINT == "res50_coco_256x192"  # R50 stays the default
 
 
+@pytest.fixture
+def server():
+    """A local HTTP server serving routes {path: body}; requested lists the paths asked for."""
+    routes, requested = {}, []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            if self.path not in routes:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(routes[self.path])))
+            self.end_headers()
+            self.wfile.write(routes[self.path])
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", routes, requested
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_of_a_mobilenet_checkpoint_verifies_and_converts_it(server, tmp_path):
+    reference = randomized_pose_mobilenet_v2(num_joints=17, seed=4, input_size=(384, 288))
+    data = save_mmpose(reference, tmp_path / "source.pth").read_bytes()
+    base, routes, _ = server
+    name = f"mobilenetv2_test_384x288-{hashlib.sha256(data).hexdigest()[:8]}_20200727.pth"
+    routes[f"/{name}"] = data
+    out = weights.download_url(f"{base}/{name}", tmp_path / "weights")
+    info = weights.read_sidecar(out)
+    assert (info["backbone"], info["input_size"], info["source"]) == ("mobilenetv2", (384, 288), f"{base}/{name}")
+    batch = np.random.default_rng(6).standard_normal((1, 384, 288, 3)).astype(np.float32)
+    assert_parity(KerasRunner(weights.load_pose_model(out))(batch), torch_heatmaps(reference, batch))
+
+
+def test_download_command_asks_for_the_zoo_file_and_refuses_other_bytes(server, tmp_path):
+    base, routes, requested = server
+    zoo_file = "mobilenetv2_coco_256x192-d1e58e7b_20200727.pth"
+    routes[f"/{zoo_file}"] = b"not the published checkpoint"
+    code = weights.main(["download", "mobilenetv2_coco_256x192", "--url", base, "--dir", str(tmp_path)])
+    assert requested == [f"/{zoo_file}"]
+    assert code != 0  # its sha256 does not start with d1e58e7b
+    assert not list(tmp_path.glob("*.weights.h5"))
+
+
 # --- ONNX ------------------------------------------------------------------------------------------
 
 def test_onnx_export_matches_keras_and_torch(converted, expected, batch):
@@ -196,15 +248,19 @@ def test_onnx_export_matches_keras_and_torch(converted, expected, batch):
     proto = export_onnx(model)
     ops = [node.op_type for node in proto.graph.node]
     depthwise = [node for node in proto.graph.node if node.op_type == "Conv"
-                 and next(a.i for a in node.attribute if a.name == "group") > 1]
-    # 17 depthwise + 33 pointwise + conv1 + conv2 + the final 1x1; BN folded into all, depthwise too.
-    assert ops.count("Conv") == 53 and len(depthwise) == 17 and ops.count("ConvTranspose") == 3
+                 and next((a.i for a in node.attribute if a.name == "group"), 1) > 1]
+    # 17 depthwise + 33 pointwise + conv1 + conv2 + the final 1x1 + 3 deconvolutions as 4 sub-pixel
+    # Convs each; BN folded into all, depthwise too.
+    assert ops.count("Conv") == 53 + 12 and len(depthwise) == 17 and ops.count("DepthToSpace") == 3
     assert ops.count("Clip") == 35 and ops.count("Add") == 10
     assert not {"BatchNormalization", "Mul", "Pad"} & set(ops)
     runner = OnnxRunner(proto.SerializeToString(), threads=2)
     heatmaps = runner(batch)
     assert_parity(heatmaps, KerasRunner(model)(batch))
     assert_parity(heatmaps, expected)
+    plain = export_onnx(model, subpixel=False)  # the deconvolutions as ONNX ConvTranspose
+    assert [node.op_type for node in plain.graph.node].count("ConvTranspose") == 3
+    assert_parity(OnnxRunner(plain.SerializeToString(), threads=2)(batch), heatmaps)
 
 
 def test_relu6_export_clips_at_six_exactly():

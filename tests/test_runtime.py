@@ -84,8 +84,9 @@ def test_runners_describe_themselves(r50_runners):
 
 def test_batch_norms_fold_into_the_convolutions(r50):
     ops = [node.op_type for node in export_onnx(r50).graph.node]
-    # 53 convolutions + the final 1x1, 3 deconvolutions, every BatchNorm gone, no Pad left over.
-    assert ops.count("Conv") == 54 and ops.count("ConvTranspose") == 3
+    # 53 convolutions + the final 1x1, 3 deconvolutions (each 4 sub-pixel Convs + DepthToSpace),
+    # every BatchNorm gone, no Pad left over.
+    assert ops.count("Conv") == 54 + 3 * 4 and ops.count("DepthToSpace") == 3 and "ConvTranspose" not in ops
     assert not {"BatchNormalization", "Mul", "Pad"} & set(ops)
 
 
