@@ -12,6 +12,8 @@ Used only by tests.
 import torch
 from torch import nn
 
+from torch_reference import randomize_
+
 ARCH_SETTINGS = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
                  [6, 320, 1, 1]]
 
@@ -93,29 +95,5 @@ def randomized_pose_mobilenet_v2(num_joints=17, widen_factor=1.0, seed=0, input_
     swaps them fails), each conv rescaled to unit output variance on a random image so the heatmaps
     vary in space. Output variance 1 keeps most ReLU6 inputs below 6, yet some clip (exercised).
     """
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = PoseMobileNetV2(num_joints, widen_factor).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(torch.empty(n).uniform_(0.5, 1.5, generator=generator))
-                module.bias.copy_(torch.empty(n).uniform_(-0.3, 0.3, generator=generator))
-                module.running_mean.copy_(torch.empty(n).uniform_(-0.3, 0.3, generator=generator))
-                module.running_var.copy_(torch.empty(n).uniform_(0.5, 2.0, generator=generator))
-                module.num_batches_tracked.fill_(1000)
-            elif isinstance(module, nn.Conv2d) and module.bias is not None:
-                module.bias.copy_(torch.empty_like(module.bias).uniform_(-0.5, 0.5, generator=generator))
-
-        def unit_variance(module, inputs, output):
-            scale = output.std()
-            module.weight.div_(scale)
-            return output / scale
-
-        convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-        hooks = [conv.register_forward_hook(unit_variance) for conv in convs]
-        model(torch.randn(1, 3, *input_size, generator=generator))
-        for hook in hooks:
-            hook.remove()
-    return model
+    torch.manual_seed(seed)  # the default conv initialisers draw from the global generator
+    return randomize_(PoseMobileNetV2(num_joints, widen_factor).eval(), seed, input_size)

@@ -87,9 +87,14 @@ def randomized_pose_resnet(depth: int = 50, num_joints: int = 17, seed: int = 0)
     the activations fade through 50+ layers and the heatmaps come out nearly flat, so a misplaced
     deconvolution would change them by less than the parity tolerance.
     """
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the default conv initialisers draw from the global generator
-    model = PoseResNet(depth, num_joints).eval()
+    return randomize_(PoseResNet(depth, num_joints).eval(), seed, (256, 192))
+
+
+def randomize_(model: nn.Module, seed: int, input_size: tuple[int, int]) -> nn.Module:
+    """Random BatchNorm statistics and conv biases, then each conv scaled to unit output variance
+    on one random (1, 3, H, W) image; in place, returns the model."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -109,7 +114,7 @@ def randomized_pose_resnet(depth: int = 50, num_joints: int = 17, seed: int = 0)
 
         convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         hooks = [conv.register_forward_hook(unit_variance) for conv in convs]
-        model(torch.randn(1, 3, 256, 192, generator=generator))
+        model(torch.randn(1, 3, *input_size, generator=generator))
         for hook in hooks:
             hook.remove()
     return model
