@@ -553,3 +553,14 @@ def test_unreadable_checkpoint_is_one_line(microsoft_checkpoint, tmp_path, capsy
     assert weights.main(["convert", str(microsoft_checkpoint), str(tmp_path / "x.weights.h5")]) == WeightsError.exit_code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "permission denied" in err
+
+
+def test_every_zoo_entry_names_its_file_size_and_checksum():
+    """A typo in MODEL_ZOO would send users a wrong file or a wrong input size: each entry's file is
+    named after the entry, carries a checksum prefix, and its HxW is the entry's input size."""
+    for name, entry in weights.MODEL_ZOO.items():
+        file_name = entry.url.rsplit("/", 1)[1]
+        assert file_name.startswith(name + "-"), (name, file_name)
+        assert re.fullmatch(r"[0-9a-f]{8}", weights.expected_sha256_prefix(entry.url))
+        assert weights.input_size_from_name(file_name) == entry.input_size, name
+        assert 0.6 < entry.coco_ap < 0.8, name
