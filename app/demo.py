@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 WINDOW = "pose"  # the keys are listed in the window itself (HUD legend, ?)
 _END = object()  # sentinel that closes a queue
+DRAIN_S = 0.5  # after q, how long the outputs wait for the frames the offline smoother still holds
 
 
 @dataclass
@@ -95,10 +96,13 @@ def _reader(source, frames: queue.Queue, stop: threading.Event, live: bool) -> N
 
 
 def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue, stop: threading.Event,
-               want_heatmaps: threading.Event, independent: bool, smoothing=None) -> None:
+               want_heatmaps: threading.Event, independent: bool, smoothing=None,
+               drain: threading.Event | None = None) -> None:
     """independent: frames are unrelated images (a folder), so nothing is tracked or smoothed across them.
     smoothing: None (the pipeline's live smoothing) or an app.offline.FixedLagStage, whose pairs come
-    out a fixed number of frames late with offline-smoothed keypoints; flushed when the input ends."""
+    out a fixed number of frames late with offline-smoothed keypoints; flushed when the input ends,
+    on an error, and when `drain` is set (the user quit: the held frames were processed, so they
+    reach the outputs, followed by _END)."""
 
     def put(pair) -> None:
         while not stop.is_set():
@@ -110,6 +114,11 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
 
     try:
         while not stop.is_set():
+            if drain is not None and drain.is_set():
+                for pair in smoothing.flush() if smoothing is not None else ():
+                    put(pair)
+                put(_END)
+                return
             try:
                 item = frames.get(timeout=0.1)
             except queue.Empty:
@@ -246,11 +255,12 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     results: queue.Queue = queue.Queue(maxsize=4)
     stop = threading.Event()
     want_heatmaps = threading.Event()
+    drain = threading.Event()
     smoothing = offline_stage(options.smoothing, source, video_path or json_path)
     threads = [
         threading.Thread(target=_reader, args=(source, frames, stop, live), daemon=True, name="reader"),
         threading.Thread(target=_inference, args=(pipeline, frames, results, stop, want_heatmaps,
-                                                    kind == "images", smoothing),
+                                                    kind == "images", smoothing, drain),
                          daemon=True, name="inference"),
     ]
     # The HUD and the compare pane name the smoother whose keypoints they show.
@@ -262,6 +272,26 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     last = time.perf_counter()
     window = None
     redraw = None  # redraws the frame on screen (after a key changed the view)
+
+    def deliver(frame, result, view: bool):
+        """Draws one result, writes it to the outputs; returns what the window shows (None unless view)."""
+        nonlocal count, record_size
+        recorded, shown = _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
+                                record=video is not None and not options.record_view,
+                                view=view or (video is not None and options.record_view), runs_on=options.runs_on)
+        if video is not None:
+            if options.record_view:
+                record_size = record_size or (shown.shape[1], shown.shape[0])
+                video.write(letterbox(shown, record_size))
+            else:
+                video.write(recorded)
+        if json_out is not None:
+            json_out.write_frame(frame.index, frame.timestamp_s, [person_json(p) for p in result.people])
+        count += 1
+        if progress is not None:
+            progress.update(1)
+        return shown
+
     try:
         if show:
             window = Window(WINDOW, (width, height), screen)
@@ -285,21 +315,7 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
             now = time.perf_counter()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if count else 1.0 / max(now - last, 1e-6)
             last = now
-            recorded, shown = _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
-                                    record=video is not None and not options.record_view,
-                                    view=window is not None or (video is not None and options.record_view),
-                                    runs_on=options.runs_on)
-            if video is not None:
-                if options.record_view:
-                    record_size = record_size or (shown.shape[1], shown.shape[0])
-                    video.write(letterbox(shown, record_size))
-                else:
-                    video.write(recorded)
-            if json_out is not None:
-                json_out.write_frame(frame.index, frame.timestamp_s, [person_json(p) for p in result.people])
-            count += 1
-            if progress is not None:
-                progress.update(1)
+            shown = deliver(frame, result, view=window is not None)
             if window is not None:
                 window.show(shown)
 
@@ -310,6 +326,19 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
                 _interact(window, state, pipeline, redraw, hold_s)
             if options.max_frames is not None and count >= options.max_frames:
                 break
+        if state.quit and smoothing is not None and (video is not None or json_out is not None):
+            # q, Esc or a closed window: the offline smoother holds up to `lag` frames the model has
+            # already processed; they go to the outputs too (within DRAIN_S, so quitting stays prompt).
+            drain.set()
+            deadline = time.monotonic() + DRAIN_S
+            while time.monotonic() < deadline:
+                try:
+                    item = results.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if item is _END or isinstance(item, BaseException):
+                    break
+                deliver(*item, view=False)
     finally:
         stop.set()
         for thread in threads:

@@ -624,3 +624,33 @@ def test_demo_inference_thread_flushes_held_frames_before_an_error():
     out = [results.get_nowait() for _ in range(results.qsize())]
     assert [item.index for item, _ in out[:-1]] == list(range(20))  # all 20 processed frames, then the error
     assert isinstance(out[-1], RuntimeError)
+
+
+def test_demo_inference_thread_writes_the_held_frames_when_the_user_quits():
+    # q or a closed window sets `drain`: the frames the offline stage holds were processed, so they
+    # come out (smoothed) before _END, and no further frame is taken from the input.
+    import queue
+    import threading
+
+    from app import demo
+    from app.sources import Frame
+
+    class Pipeline:
+        calls = 0
+
+        def process(self, image, want_heatmaps=False):
+            self.calls += 1
+            if self.calls == 12:
+                drain.set()  # the user quits while the 12th frame is in the model
+            return FrameResult(people=[person(1, still_points(28), np.full(K, 0.9))], detected=True, timings_ms={})
+
+    frames, results, drain = queue.Queue(), queue.Queue(), threading.Event()
+    for t in range(30):
+        frames.put(Frame(index=t, image=np.zeros((4, 4, 3), np.uint8), timestamp_s=t / 25.0))
+    stage = FixedLagStage(25.0)
+    pipeline = Pipeline()
+    demo._inference(pipeline, frames, results, threading.Event(), threading.Event(), False, stage, drain)
+    out = [results.get_nowait() for _ in range(results.qsize())]
+    assert out[-1] is demo._END
+    assert [item.index for item, _ in out[:-1]] == list(range(12))  # every processed frame, once, in order
+    assert pipeline.calls == 12 and len(stage) == 0
