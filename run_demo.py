@@ -235,6 +235,7 @@ def _load_and_run(args: argparse.Namespace, weights, source) -> int:
           f"model ({weights.name}) ...", file=sys.stderr, flush=True)
     with native_noise_filtered(enabled=not args.debug):
         from app.detector import DetectorConfig, PersonDetector
+        from app.device import hud_line
         from app.pipeline import PosePipeline
         from app.pose import PoseConfig, PoseEstimator
         from app.runtime import load_runner
@@ -243,8 +244,8 @@ def _load_and_run(args: argparse.Namespace, weights, source) -> int:
                                                  imgsz=args.detector_size, max_det=args.max_people,
                                                  device=devices.detector_device, half=args.half))
         runner = load_runner(weights, runtime=args.runtime, device=devices.pose_device, half=args.half)
-        options.runs_on = _startup_line(weights, runner, detector)
-        print(options.runs_on, file=sys.stderr)
+        print(_startup_line(weights, runner, detector), file=sys.stderr)
+        options.runs_on = hud_line(runner.device, runner.precision, detector.device)
         estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode))
         pipeline = PosePipeline(detector, estimator, pipeline_config)
     show = display is not None and display.ok

@@ -61,7 +61,7 @@ class DemoOptions:
     record_view: bool = False  # --output records what the window shows instead of the annotated frame
     image_delay: float = 0.0  # seconds a still image stays in the window; 0: until a key
     mirror: bool | None = None  # selfie view; None: for cameras only
-    runs_on: str = ""  # where each network runs: app.device.startup_line, set by run_demo.py
+    runs_on: str = ""  # where each network runs, for the HUD: app.device.hud_line, set by run_demo.py
 
 
 

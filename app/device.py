@@ -196,3 +196,9 @@ def startup_line(model: str, engine: str, pose_device: str, pose_precision: str,
     if detector_note:
         detector_part += f" ({detector_note})"
     return f"pose model: {model}, {engine}, {pose_device}, {pose_precision}; detector: {detector_part}"
+
+
+def hud_line(pose_device: str, pose_precision: str, detector_device: str) -> str:
+    """The start-up line's gist for the window's HUD, short enough not to cover the picture, e.g.
+    "pose cuda:0 float16, detector cuda:0"."""
+    return f"pose {pose_device} {pose_precision}, detector {detector_device}"

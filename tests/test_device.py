@@ -16,8 +16,8 @@ import pytest
 import run_demo
 from app import device as device_module
 from app.detector import detector_device
-from app.device import (Availability, DeviceError, apply_choice, choose_backend, parse_device, resolve_device,
-                        startup_line)
+from app.device import (Availability, DeviceError, apply_choice, choose_backend, hud_line, parse_device,
+                        resolve_device, startup_line)
 from app.pose import PoseEstimator
 from app.runtime import KerasRunner, OnnxRunner, half_precision, resolve_runtime, runner_from_model
 from models.simple_baseline import build_simple_baseline
@@ -358,3 +358,8 @@ def cv2_blur(image: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.GaussianBlur(image, (5, 5), 1.5)  # smooth enough that bilinear sampling is well defined
+
+
+def test_the_hud_gets_the_start_up_lines_gist_in_a_few_words():
+    assert hud_line("cuda:0", "float16", "cuda:0") == "pose cuda:0 float16, detector cuda:0"
+    assert len(hud_line("cpu", "float32", "cpu")) < 40  # one HUD line on a 320-px-wide window
