@@ -175,18 +175,6 @@ class KeypointKalman:
         return self._filters[0].F
 
     @property
-    def kalman_filter(self) -> KalmanFilter:
-        """The filterpy filter of a single-model smoother (for its `rts_smoother`)."""
-        if self._imm is not None:
-            raise ValueError("an IMM smoother has two filters")
-        return self._filters[0]
-
-    @property
-    def state_positions(self) -> np.ndarray:
-        """(K, 2) index of each joint's x and y position in the state vector."""
-        return self._positions
-
-    @property
     def block_size(self) -> int:
         """State entries per joint (both axes): joint j owns entries [j * block_size, (j + 1) * block_size)."""
         return 2 * self._order
