@@ -28,6 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from app.device import backend_sees_gpu
 from app.onnx_export import EXPORTER_VERSION, export_onnx, model_io_shape
 
 RUNTIMES = ("auto", "keras", "onnx")
@@ -59,15 +60,7 @@ def keras_device() -> str:
     backend = keras.backend.backend()
     if backend == "torch":
         return _torch_device_name(keras.ops.zeros((1,)).device)  # asks Keras itself, not torch's defaults
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return "cuda:0" if tf.config.list_physical_devices("GPU") else "cpu"
-    if backend == "jax":
-        import jax
-
-        return "cpu" if jax.default_backend() == "cpu" else "cuda:0"
-    return "cpu"
+    return "cuda:0" if backend_sees_gpu(backend) else "cpu"
 
 
 def _torch_device_name(device) -> str:
