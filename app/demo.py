@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -112,11 +112,15 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
             except queue.Full:
                 pass
 
+    def put_held() -> None:
+        """The frames the offline stage still holds were processed: every one reaches the outputs."""
+        for pair in smoothing.flush() if smoothing is not None else ():
+            put(pair)
+
     try:
         while not stop.is_set():
             if drain is not None and drain.is_set():
-                for pair in smoothing.flush() if smoothing is not None else ():
-                    put(pair)
+                put_held()
                 put(_END)
                 return
             try:
@@ -124,8 +128,7 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
             except queue.Empty:
                 continue
             if item is _END or isinstance(item, BaseException):
-                for pair in smoothing.flush() if smoothing is not None else ():
-                    put(pair)  # the frames still held back: every input frame is written once
+                put_held()
                 results.put(item)
                 return
             if independent:
@@ -134,9 +137,8 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
             for pair in smoothing.push(item, result) if smoothing is not None else [(item, result)]:
                 put(pair)
     except BaseException as error:  # a thread that dies silently would leave the main thread waiting forever
-        try:  # the frames the offline stage still holds were processed: they reach the outputs first
-            for pair in smoothing.flush() if smoothing is not None else ():
-                put(pair)
+        try:  # the held frames reach the outputs before the error
+            put_held()
         finally:
             results.put(error)
 
@@ -195,11 +197,6 @@ def _draw(frame, result: FrameResult, state: ViewState, kalman: bool, fps: float
     return (recorded if record else None), shown
 
 
-def _view_state(state: ViewState, pipeline: PosePipeline) -> tuple:
-    """Everything a key can change, to tell whether a key changed what the window shows."""
-    return astuple(state) + (pipeline.kalman,)
-
-
 def _interact(window: Window, state: ViewState, pipeline: PosePipeline, redraw, hold_s: float | None) -> None:
     """Handles the window after a frame was shown, until the run should go on (or quit).
 
@@ -217,11 +214,10 @@ def _interact(window: Window, state: ViewState, pipeline: PosePipeline, redraw, 
             state.quit = True
             return
         if key != 255:
-            before = _view_state(state, pipeline)
-            handle_key(key, state, pipeline)
+            changed = handle_key(key, state, pipeline)  # whether the key changed what is drawn
             if state.quit:
                 return
-            if _view_state(state, pipeline) != before:
+            if changed:
                 if redraw is not None:
                     window.show(redraw())
             elif hold_s is not None and not state.paused:
