@@ -186,22 +186,23 @@ def _run(args: argparse.Namespace) -> int:
     # typo or a missing camera fails in a second rather than after loading two models.
     from app.outputs import check_output_path
     from app.sources import open_source
-    from app.weights import read_sidecar, resolve_weights
+    from app.weights import network_label, read_sidecar, resolve_weights
 
     weights = resolve_weights(args.weights, model=args.model)  # MissingWeightsError (exit 2) names the two ways to get them
-    if read_sidecar(weights).get("trained") is False:
+    info = read_sidecar(weights)  # checked by resolve_weights: network, joints, input size
+    if info.get("trained") is False:
         print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing", file=sys.stderr)
     for path in (args.output, args.json):
         if path:
             check_output_path(path, args.overwrite)
     source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)
     try:
-        return _load_and_run(args, weights, source)
+        return _load_and_run(args, weights, network_label(info), source)
     finally:
         source.close()  # run() closes it too; this covers a model that fails to load
 
 
-def _load_and_run(args: argparse.Namespace, weights, source) -> int:
+def _load_and_run(args: argparse.Namespace, weights, network: str, source) -> int:
     # The device decides the Keras backend, which must be set before anything imports keras.
     from app.device import choose_devices
 
@@ -244,7 +245,7 @@ def _load_and_run(args: argparse.Namespace, weights, source) -> int:
                                                  imgsz=args.detector_size, max_det=args.max_people,
                                                  device=devices.detector_device, half=args.half))
         runner = load_runner(weights, runtime=args.runtime, device=devices.pose_device, half=args.half)
-        print(_startup_line(weights, runner, detector), file=sys.stderr)
+        print(_startup_line(network, runner, detector), file=sys.stderr)
         options.runs_on = hud_line(runner.device, runner.precision, detector.device)
         estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode))
         pipeline = PosePipeline(detector, estimator, pipeline_config)
@@ -268,16 +269,14 @@ def _describe(source) -> str:
     return text
 
 
-def _startup_line(weights, runner, detector) -> str:
+def _startup_line(network: str, runner, detector) -> str:
+    """network: app.weights.network_label of the weights, e.g. "SimpleBaseline-R50"."""
     from pathlib import Path
 
     from app.device import startup_line
-    from app.weights import network_label, read_sidecar
 
-    info, (height, width) = read_sidecar(weights), runner.input_size
-    known = info.get("backbone") == "mobilenetv2" or "depth" in info
-    model = network_label(info) if known else Path(weights).name.split(".")[0]
-    return startup_line(f"{model} {height}x{width}", runner.engine,
+    height, width = runner.input_size
+    return startup_line(f"{network} {height}x{width}", runner.engine,
                         runner.device, runner.precision, Path(detector.config.model).name, detector.device,
                         detector.precision, detector.note)
 
