@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import keras
 
-from models.simple_baseline import BN_EPSILON, deconv_head
+from models.simple_baseline import BN_EPSILON, deconv_head, heatmap_size
 
 # (expand ratio, output channels, blocks, stride of the first block) per stage layer1..layer7:
 # MobileNetV2 table 2, as MMPose's MobileNetV2.arch_settings has it.
@@ -55,8 +55,7 @@ class MobileNetV2Config:
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
-        stride = 32 // 2**self.num_deconv
-        return self.input_size[0] // stride, self.input_size[1] // stride
+        return heatmap_size(self.input_size, self.num_deconv)
 
     @property
     def stage_channels(self) -> tuple[int, ...]:

@@ -63,9 +63,14 @@ class SimpleBaselineConfig:
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
-        """(H, W) of the output: the backbone divides by 32, the deconvolutions multiply by 8."""
-        stride = 32 // 2**self.num_deconv
-        return self.input_size[0] // stride, self.input_size[1] // stride
+        return heatmap_size(self.input_size, self.num_deconv)
+
+
+def heatmap_size(input_size: tuple[int, int], num_deconv: int) -> tuple[int, int]:
+    """(H, W) of a SimpleBaseline's heatmaps for an (H, W) input: every backbone here divides by 32,
+    each stride-2 deconvolution multiplies by 2 (3 of them: a quarter of the input)."""
+    stride = 32 // 2**num_deconv
+    return input_size[0] // stride, input_size[1] // stride
 
 
 def _batch_norm(name: str) -> keras.layers.BatchNormalization:
