@@ -264,6 +264,8 @@ def _describe(source) -> str:
     """One line on what was opened; for a camera, what it was asked and what it gave."""
     width, height = source.size
     text = f"{source.description}: {width}x{height} at {source.fps:g} fps"
+    if getattr(source, "fourcc", ""):  # a camera's pixel format, e.g. MJPG after --camera-size
+        text += f" {source.fourcc}"
     if source.frame_count and source.kind != "camera":
         text += f", {source.frame_count} {'images' if source.kind == 'images' else 'frames'}"
     asked_size, asked_fps = getattr(source, "requested", (None, None))

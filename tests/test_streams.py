@@ -399,10 +399,8 @@ def test_demo_reads_40_frames_from_an_rtsp_server(tmp_path, detector_path, rando
     if reason:
         pytest.skip(reason)
     port = free_port()
-    server = subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "rtsp_server.py"), str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = start_rtsp_server(port)
     try:
-        assert server.stdout.readline().strip() == "ready", server.stderr.read()
         url = f"rtsp://127.0.0.1:{port}/live"
         completed = run_demo_on(url, tmp_path, "--weights", str(random_weights), "--detector",
                                 str(detector_path), "--max-frames", "40")
@@ -413,3 +411,39 @@ def test_demo_reads_40_frames_from_an_rtsp_server(tmp_path, detector_path, rando
     assert "Traceback" not in completed.stderr
     assert f"{url}: 320x240 at 25 fps;" in completed.stderr
     assert "40 frames processed" in completed.stderr
+
+
+def start_rtsp_server(port: int) -> subprocess.Popen:
+    server = subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "rtsp_server.py"), str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "ready", server.stderr.read()
+    return server
+
+
+def test_rtsp_stream_reconnects_when_its_server_restarts(caplog):
+    reason = rtsp_server_missing()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    servers = [start_rtsp_server(port)]
+    try:
+        frames = []
+        with open_source(f"rtsp://admin:{PASSWORD}@127.0.0.1:{port}/live", stream=FAST) as source:
+            assert (source.is_live, source.size) == (True, (320, 240))
+            for frame in source:
+                frames.append(frame)
+                if len(frames) == 10:
+                    servers[0].kill()  # the camera goes away ...
+                    servers[0].wait()
+                    servers.append(start_rtsp_server(port))  # ... and comes back on the same address
+                if len(frames) == 40:
+                    break
+            assert source.reconnects == 1
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+    stamps = np.array([f.timestamp_s for f in frames])
+    assert [f.index for f in frames] == list(range(40)) and np.all(np.diff(stamps) > 0)
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    assert "reconnected after" in messages and PASSWORD not in messages
