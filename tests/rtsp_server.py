@@ -3,9 +3,10 @@ rtsp://127.0.0.1:PORT/live (a moving test pattern, 320x240 at 25 fps, JPEG over 
 and prints "ready" once it listens.
 
 It runs under the system Python with Debian's GStreamer RTSP server (python3-gi,
-gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-base and -good): no package on the Python index
-serves RTSP to FFmpeg without one of these native servers underneath. JPEG over RTP needs no H.264
-encoder (x264 is in gstreamer1.0-plugins-ugly, which is not needed here).
+gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-base and -good; about 30 s to install): a
+well-kept server that makes its own test picture. The Python index has no maintained RTSP server
+(the one found, aio-rtsp-toolkit 0.1, serves H.264 files through PyAV; not tried). JPEG over RTP
+needs no H.264 encoder (x264 is in gstreamer1.0-plugins-ugly, which is not needed here).
 """
 
 import sys

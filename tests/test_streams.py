@@ -1,14 +1,15 @@
 """Network streams as sources: an MJPEG server over HTTP (what phone webcam apps serve) started
 here on 127.0.0.1, a video file over HTTP, an RTSP server (Debian's GStreamer RTSP server under the
-system Python, tests/rtsp_server.py; skipped with the reason when it is not installed: nothing on
-the Python index serves RTSP without it), a port nobody serves, and the masking of credentials.
+system Python, tests/rtsp_server.py, which says why not a package from the Python index; skipped
+with the reason when it is not installed, failed under POSE_REQUIRE_ASSETS=1), a port nobody
+serves, and the masking of credentials.
 
 The demo runs end to end as tests/test_demo.py runs it: a subprocess, headless, random weights.
 """
 
 import http.server
 import json
-import shutil
+import os
 import socket
 import subprocess
 import threading
@@ -381,23 +382,23 @@ def test_demo_on_an_rtsp_port_nobody_serves_ends_in_a_few_lines_without_the_pass
 
 # --- a real RTSP server ------------------------------------------------------------------------
 
-def rtsp_server_missing() -> str:
-    """Why tests/rtsp_server.py cannot run here, or "" when it can."""
-    python = shutil.which("python3", path="/usr/bin")
-    if python is None:
-        return "no system python3 for the GStreamer RTSP server"
-    check = subprocess.run([python, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-                            "from gi.repository import GstRtspServer"], capture_output=True, timeout=60)
-    if check.returncode != 0:
-        return ("the RTSP server needs Debian's GStreamer RTSP server: apt-get install python3-gi "
-                "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good")
-    return ""
+def require_rtsp_server() -> None:
+    """Skip with the reason when tests/rtsp_server.py cannot run here; fail instead under
+    POSE_REQUIRE_ASSETS=1 (CI, whose .ci/run installs the packages), as the window tests do."""
+    check = subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                            "from gi.repository import GstRtspServer"], capture_output=True, timeout=60) \
+        if Path("/usr/bin/python3").exists() else None
+    if check is not None and check.returncode == 0:
+        return
+    message = ("the RTSP server needs Debian's GStreamer RTSP server under /usr/bin/python3: apt-get install "
+               "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good")
+    if os.environ.get("POSE_REQUIRE_ASSETS") == "1":
+        pytest.fail(message + "; POSE_REQUIRE_ASSETS=1 forbids skipping", pytrace=False)
+    pytest.skip(message)
 
 
 def test_demo_reads_40_frames_from_an_rtsp_server(tmp_path, detector_path, random_weights):
-    reason = rtsp_server_missing()
-    if reason:
-        pytest.skip(reason)
+    require_rtsp_server()
     port = free_port()
     server = start_rtsp_server(port)
     try:
@@ -421,9 +422,7 @@ def start_rtsp_server(port: int) -> subprocess.Popen:
 
 
 def test_rtsp_stream_reconnects_when_its_server_restarts(caplog):
-    reason = rtsp_server_missing()
-    if reason:
-        pytest.skip(reason)
+    require_rtsp_server()
     port = free_port()
     servers = [start_rtsp_server(port)]
     try:
