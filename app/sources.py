@@ -319,8 +319,9 @@ def mask_url(text: str) -> str:
 
         rtsp://admin:s3cret@10.0.0.7:554/live?token=abc&ch=1 -> rtsp://admin:***@10.0.0.7:554/live?token=***&ch=1
 
-    Masks more rather than less: the user info ends at the last "@" before the query, so a password
-    with an unescaped "/" or "@" in it is still hidden (FFmpeg itself would misread such a URL).
+    Masks more rather than less, so by hand (urllib.parse.urlsplit ends the user info at the first
+    "/"): it ends at the last "@" before the query, so a password with an unescaped "/" or "@" is
+    still hidden, and one with an unescaped "?" or "#" too (FFmpeg itself would misread such URLs).
     """
     match = _URL.match(text)
     if match is None:
@@ -329,6 +330,8 @@ def mask_url(text: str) -> str:
     cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
     head, tail = rest[:cut], rest[cut:]
     at = head.rfind("@")
+    if at < 0 and "@" in tail and "=" not in rest[:rest.find("@")]:  # not an "@" in a query value
+        head, tail, at = rest, "", rest.find("@")
     if at >= 0:
         user, colon, _ = head[:at].partition(":")
         if colon:

@@ -148,6 +148,8 @@ class _MjpegHandler(http.server.BaseHTTPRequestHandler):
     ("rtmp://u:s3cret@host/app/key", "rtmp://u:***@host/app/key"),
     ("rtsp://admin:s3c/ret@cam/live", "rtsp://admin:***@cam/live"),  # an unescaped "/" in the password
     ("rtsp://admin:s3c@ret@cam/live", "rtsp://admin:***@cam/live"),  # an unescaped "@" in the password
+    ("rtsp://admin:s3c?ret@cam/live", "rtsp://admin:***@cam/live"),  # an unescaped "?" in the password
+    ("http://cam/snap?notify=me@example.org", "http://cam/snap?notify=me@example.org"),  # "@" in a query value
     ("rtsp://viewer@cam/live", "rtsp://viewer@cam/live"),  # a user without a password: nothing secret
     ("tcp://127.0.0.1:5000", "tcp://127.0.0.1:5000"),
     ("videos/clip.mp4", "videos/clip.mp4"),  # not a URL: as it is
@@ -316,7 +318,7 @@ def run_demo_on(url: str, tmp_path: Path, *args: str, timeout: float = 600) -> s
 def test_demo_reads_40_frames_from_an_mjpeg_stream(tmp_path, dancer_video, detector_path, random_weights):
     with MjpegServer(dancer_jpegs(dancer_video)) as server:
         completed = run_demo_on(server.url, tmp_path, "--weights", str(random_weights), "--detector",
-                                str(detector_path), "--max-frames", "40")
+                                str(detector_path), "--detector-size", "320", "--max-frames", "40")
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "Traceback" not in completed.stderr
     assert f"connecting to {server.url} ..." in completed.stderr
@@ -404,7 +406,7 @@ def test_demo_reads_40_frames_from_an_rtsp_server(tmp_path, detector_path, rando
     try:
         url = f"rtsp://127.0.0.1:{port}/live"
         completed = run_demo_on(url, tmp_path, "--weights", str(random_weights), "--detector",
-                                str(detector_path), "--max-frames", "40")
+                                str(detector_path), "--detector-size", "320", "--max-frames", "40")
     finally:
         server.kill()
         server.wait()
