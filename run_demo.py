@@ -71,7 +71,9 @@ def _device(text: str) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Real-time top-down human pose (YOLO + SimpleBaseline).")
-    parser.add_argument("--source", default="0", help="camera index, video file, image, or folder of images")
+    parser.add_argument("--source", default="0",
+                        help="camera index, video file, image, folder of images, or a stream URL "
+                             "(rtsp://, rtmp://, http(s)://, tcp://, udp://)")
     parser.add_argument("--weights", default=None,
                         help="converted SimpleBaseline weights (.weights.h5); default: the one in weights/")
     parser.add_argument("--model", choices=["r50", "mobilenetv2"], default=None,
@@ -185,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
     # Cheap checks first, and the source opened before anything heavy is imported or loaded, so a
     # typo or a missing camera fails in a second rather than after loading two models.
     from app.outputs import check_output_path
-    from app.sources import open_source
+    from app.sources import mask_url, open_source, url_scheme
     from app.weights import network_label, read_sidecar, resolve_weights
 
     weights = resolve_weights(args.weights, model=args.model)  # MissingWeightsError (exit 2) names the two ways to get them
@@ -195,6 +197,8 @@ def _run(args: argparse.Namespace) -> int:
     for path in (args.output, args.json):
         if path:
             check_output_path(path, args.overwrite)
+    if url_scheme(args.source) is not None:  # the password in a URL is never printed: mask_url
+        print(f"connecting to {mask_url(args.source)} ...", file=sys.stderr, flush=True)
     source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)
     try:
         return _load_and_run(args, weights, network_label(info), source)
@@ -212,11 +216,12 @@ def _load_and_run(args: argparse.Namespace, weights, network: str, source) -> in
 
     from app.demo import DemoOptions, run
     from app.pipeline import PipelineConfig
+    from app.sources import mask_url
     from app.window import probe_display
 
     pipeline_config = PipelineConfig(detect_every=args.detect_every, kalman=args.kalman)
     options = DemoOptions(
-        source=args.source, weights=args.weights, detector=args.detector, detector_conf=args.detector_conf,
+        source=mask_url(args.source), weights=args.weights, detector=args.detector, detector_conf=args.detector_conf,
         detector_imgsz=args.detector_size, runtime=args.runtime, output=args.output, json=args.json,
         overwrite=args.overwrite, headless=args.headless, flip=args.flip, decode=args.decode,
         threshold=args.threshold, max_frames=args.max_frames, progress=not args.no_progress,
@@ -259,6 +264,8 @@ def _describe(source) -> str:
     """One line on what was opened; for a camera, what it was asked and what it gave."""
     width, height = source.size
     text = f"{source.description}: {width}x{height} at {source.fps:g} fps"
+    if getattr(source, "fourcc", ""):  # a camera's pixel format, e.g. MJPG after --camera-size
+        text += f" {source.fourcc}"
     if source.frame_count and source.kind != "camera":
         text += f", {source.frame_count} {'images' if source.kind == 'images' else 'frames'}"
     asked_size, asked_fps = getattr(source, "requested", (None, None))

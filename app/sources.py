@@ -1,4 +1,4 @@
-"""Where frames come from: a camera, a video file, one image or a folder of images.
+"""Where frames come from: a camera, a network stream, a video file, one image or a folder of images.
 
 `open_source(spec)` checks the input before the run starts and returns a `FrameSource`: iterate
 it for `Frame(index, image, timestamp_s, name)`, where every image is uint8 BGR (H, W, 3) (see
@@ -8,11 +8,13 @@ stopped. Use it as a context manager, or call `close()`.
     with open_source("0") as source:          # camera index
         for frame in source: ...
     open_source("clip.mp4"), open_source("photo.jpg"), open_source("photos/")
+    open_source("rtsp://user:pass@192.168.1.20:554/stream1")   # rtsp, rtmp, http(s), tcp, udp
 
 What each kind reports:
 
     kind      fps                                 frame_count                      is_live  timestamp_s
     camera    the camera's rate, or 30 if unknown  None                             True     wall clock since the first frame
+    stream    the stream's rate, or 30 if unknown  None (live) or the file's count  live if no count: as camera, else as video
     video     the file's rate, or 30 if unknown    the container's count (estimate) False    index / fps
     images    `image_fps` (default 1.0)            number of image files            False    index / fps
 
@@ -25,11 +27,21 @@ waits for a read in progress. For cameras the newest frame matters more than eve
 a live source in `LatestFrameReader`, which reads in its own thread and keeps only the newest frame.
 Files are read in order with no drop (iterate the source directly), so a video in gives a video
 out with the same frame count.
+
+Network streams (`StreamSource`, any spec that starts with scheme://, never a file path): opened
+through OpenCV's FFmpeg backend with an open and a read timeout; a live stream that drops is
+reopened with a growing pause (0.5 s, 1 s, 2 s, 4 s, 4 s ...) until `reconnect_for_s` passes
+without a frame, and only then raises CameraError. A URL is shown only through `mask_url`, so a
+password in it never reaches a message, a log line or the JSON header.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +68,14 @@ DEFAULT_IMAGE_FPS = 1.0
 FRAME_COUNT_SLACK = 1
 
 CaptureFactory = Callable[..., "cv2.VideoCapture"]
+
+# URL schemes FFmpeg reads that people point the demo at: IP cameras (rtsp), streaming servers
+# (rtmp), phone webcam apps and plain files on a web server (http), raw streams (tcp, udp).
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "tcp", "udp")
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+# Query keys whose values are secrets in camera URLs (...?user=admin&password=..., ?token=...).
+_SECRET_KEY = re.compile(r"pass|pwd|token|secret|auth|key|sig", re.IGNORECASE)
+MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -192,17 +212,33 @@ class VideoSource(FrameSource):
         self._capture.release()
 
 
-def _quietly(capture_factory: CaptureFactory, index: int):
-    """capture_factory(index) without OpenCV's log lines: each backend it tries reports a missing
-    camera on its own (about 15 lines); the CameraError that follows says it once. --debug keeps them."""
+@contextlib.contextmanager
+def _opencv_silenced():
+    """OpenCV's own log lines off for a while (they go to stderr from C++); --debug keeps them."""
     if log.isEnabledFor(logging.DEBUG):
-        return capture_factory(index)
+        yield
+        return
     previous = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        return capture_factory(index)
+        yield
     finally:
         cv2.utils.logging.setLogLevel(previous)
+
+
+def _quietly(capture_factory: CaptureFactory, index: int):
+    """capture_factory(index) without OpenCV's log lines: each backend it tries reports a missing
+    camera on its own (about 15 lines); the CameraError that follows says it once. --debug keeps them."""
+    with _opencv_silenced():
+        return capture_factory(index)
+
+
+def fourcc_text(code: float) -> str:
+    """CAP_PROP_FOURCC's number -> its four letters ("MJPG", "YUYV"); "" when the backend gives none."""
+    value = int(code) if math.isfinite(code) else 0
+    if value <= 0:
+        return ""
+    return "".join(chr((value >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ")
 
 
 class CameraSource(FrameSource):
@@ -222,6 +258,11 @@ class CameraSource(FrameSource):
         # Asked, not promised: a camera picks its nearest mode (see `requested` against `size`/`fps`).
         self.requested = (size, fps)
         if size is not None:
+            # Most USB webcams reach their large sizes (1280x720 and up) at full rate only in MJPG:
+            # uncompressed YUYV would not fit through USB 2, so the driver offers those sizes in MJPG
+            # alone. The format must be chosen before the size, or V4L2 picks the size among the
+            # current format's modes. A camera without MJPG keeps its own format.
+            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
         if fps is not None:
@@ -240,6 +281,7 @@ class CameraSource(FrameSource):
             time.sleep(min(retry_pause_s, timeout_s))
         height, width = first.shape[:2]
         super().__init__(f"camera {index}", _capture_fps(capture), (width, height), None, is_live=True)
+        self.fourcc = fourcc_text(capture.get(cv2.CAP_PROP_FOURCC))  # the format granted ("" if unknown)
         self._capture = capture
         self._pending = first
         self._max_failed_reads = max_failed_reads
@@ -264,6 +306,183 @@ class CameraSource(FrameSource):
 
     def _release(self) -> None:
         self._capture.release()
+
+
+def url_scheme(spec: str | PathLike) -> str | None:
+    """"rtsp" for "rtsp://host/x" (lower case); None when `spec` is not a URL (a path, a camera index)."""
+    match = _URL.match(str(spec))
+    return match[1].lower() if match else None
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of a URL and secret query values replaced by ***; not a URL: as is.
+
+        rtsp://admin:s3cret@10.0.0.7:554/live?token=abc&ch=1 -> rtsp://admin:***@10.0.0.7:554/live?token=***&ch=1
+
+    Masks more rather than less, so by hand (urllib.parse.urlsplit ends the user info at the first
+    "/"): it ends at the last "@" before the query, so a password with an unescaped "/" or "@" is
+    still hidden, and one with an unescaped "?" or "#" too (FFmpeg itself would misread such URLs).
+    """
+    match = _URL.match(text)
+    if match is None:
+        return text
+    rest = text[match.end():]
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    head, tail = rest[:cut], rest[cut:]
+    at = head.rfind("@")
+    if at < 0 and "@" in tail and "=" not in rest[:rest.find("@")]:  # not an "@" in a query value
+        head, tail, at = rest, "", rest.find("@")
+    if at >= 0:
+        user, colon, _ = head[:at].partition(":")
+        if colon:
+            head = f"{user}:{MASK}{head[at:]}"
+    if tail.startswith("?"):
+        query, hash_mark, fragment = tail[1:].partition("#")
+        pairs = []
+        for pair in query.split("&"):
+            key, equals, _ = pair.partition("=")
+            pairs.append(f"{key}={MASK}" if equals and _SECRET_KEY.search(key) else pair)
+        tail = "?" + "&".join(pairs) + hash_mark + fragment
+    return match[0] + head + tail
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Timeouts of a network stream, in seconds."""
+
+    open_timeout_s: float = 10.0  # connecting: the server must answer within this
+    read_timeout_s: float = 5.0  # a frame must come within this, or the stream counts as dropped
+    reconnect_for_s: float = 30.0  # a dropped live stream is retried for this long, then CameraError
+    first_pause_s: float = 0.5  # pause before the first retry; doubled after each failed one ...
+    max_pause_s: float = 4.0  # ... up to this
+    close_wait_s: float = 0.5  # close() waits this long for a connection attempt, then leaves it to end
+
+
+class StreamSource(FrameSource):
+    """A network stream read through OpenCV's FFmpeg backend (rtsp, rtmp, http(s), tcp, udp).
+
+    Live when the stream announces no frame count (a camera, an MJPEG feed): timestamps are wall
+    clock since the first frame, and a drop is reconnected (see StreamSettings), so the run goes
+    on with a gap. A file served over HTTP announces its count: it is read like a video file, every
+    frame, timestamps index / fps, and its end is the end of the run.
+    Raises CameraError (exit 4, as a camera) when it cannot connect or stays lost.
+    """
+
+    kind = "stream"
+
+    def __init__(self, url: str, capture_factory: CaptureFactory = cv2.VideoCapture,
+                 settings: StreamSettings = StreamSettings()):
+        self.url = url  # holds the password: show `description` (masked) instead
+        self.settings = settings
+        self._cancel = threading.Event()
+        if not log.isEnabledFor(logging.DEBUG):
+            # FFmpeg's own messages go to stderr from C and name the addresses it tried, at verbose
+            # levels the whole URL with its password; our one-line error says what failed. OpenCV
+            # reads this once, when it first opens something with FFmpeg (in the demo: this stream).
+            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        description = mask_url(url)
+        started = time.monotonic()
+        capture, first = self._connect(capture_factory)
+        if capture is None:
+            waited = time.monotonic() - started
+            if waited >= 0.9 * settings.open_timeout_s:
+                raise CameraError(f"no answer from {description} within {settings.open_timeout_s:g} s; "
+                                  "check the address and that the camera or server is on")
+            raise CameraError(f"cannot connect to {description}: refused, not found, wrong password or not "
+                              "a video stream; check the address, port, path and credentials")
+        if first is None:
+            capture.release()
+            raise CameraError(f"connected to {description} but no frame came within "
+                              f"{settings.read_timeout_s:g} s; is the camera streaming?")
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        frame_count = int(count) if math.isfinite(count) and count > 0 else None
+        height, width = first.shape[:2]
+        super().__init__(description, _capture_fps(capture), (width, height), frame_count,
+                         is_live=frame_count is None)
+        self._factory = capture_factory
+        self._capture = capture
+        self._pending = first
+        self.reconnects = 0  # how often a dropped stream came back
+        self._start = time.monotonic()
+
+    def _connect(self, capture_factory: CaptureFactory):
+        """One try: (capture, first image), (capture, None) when no frame came, or (None, None)."""
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.settings.open_timeout_s * 1000),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.settings.read_timeout_s * 1000)]
+        with _opencv_silenced():
+            capture = capture_factory(self.url, cv2.CAP_FFMPEG, params)
+            if not capture.isOpened():
+                capture.release()
+                return None, None
+            ok, first = capture.read()
+        return capture, (first if ok and first is not None else None)
+
+    def _timestamp(self) -> float:
+        if self.is_live:
+            return time.monotonic() - self._start
+        return super()._timestamp()
+
+    def _read(self):
+        if self._cancel.is_set():  # close() gave up waiting for this thread: it releases the capture
+            self._release()
+            return None
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+            return image, ""
+        with _opencv_silenced():
+            ok, image = self._capture.read()
+        if ok and image is not None:
+            return image, ""
+        if not self.is_live:
+            if self.frame_count is not None and self.frames_read < self.frame_count - FRAME_COUNT_SLACK:
+                log.warning("%s ended after %d of the %d frames it announces (connection cut?)",
+                            self.description, self.frames_read, self.frame_count)
+            return None
+        return self._reconnect()
+
+    def _reconnect(self):
+        """Reopens a dropped live stream with growing pauses; None if closed meanwhile."""
+        settings = self.settings
+        lost_at = time.monotonic()
+        log.warning("%s: stream lost after %d frames; reconnecting (for up to %g s)",
+                    self.description, self.frames_read, settings.reconnect_for_s)
+        self._capture.release()
+        pause = settings.first_pause_s
+        while True:
+            if self._cancel.wait(pause):
+                return None
+            capture, first = self._connect(self._factory)
+            if self._cancel.is_set():  # closed during the attempt
+                if capture is not None:
+                    capture.release()
+                return None
+            if first is not None:
+                self._capture = capture
+                self.reconnects += 1
+                log.warning("%s: reconnected after %.1f s", self.description, time.monotonic() - lost_at)
+                return first, ""
+            if capture is not None:
+                capture.release()
+            pause = min(pause * 2, settings.max_pause_s)
+            if time.monotonic() - lost_at + pause > settings.reconnect_for_s:
+                raise CameraError(f"lost {self.description} after {self.frames_read} frames and could not "
+                                  f"reconnect within {settings.reconnect_for_s:g} s; check the camera and "
+                                  "the network")
+
+    def _release(self) -> None:
+        self._capture.release()
+
+    def close(self) -> None:
+        """Like FrameSource.close, but never waits long: a connection attempt in progress (up to
+        `open_timeout_s`) is left to finish, and the reading thread then releases it."""
+        self._cancel.set()
+        if self._lock.acquire(timeout=self.settings.close_wait_s):
+            try:
+                if not self._closed:
+                    self._closed = True
+                    self._release()
+            finally:
+                self._lock.release()
 
 
 class ImageSource(FrameSource):
@@ -311,13 +530,16 @@ class ImageSource(FrameSource):
 def open_source(spec: str | PathLike, *, camera_timeout_s: float = 5.0,
                 capture_factory: CaptureFactory = cv2.VideoCapture,
                 image_fps: float = DEFAULT_IMAGE_FPS, camera_size: tuple[int, int] | None = None,
-                camera_fps: float | None = None) -> FrameSource:
-    """Open a camera index ("0"), a video file, an image file or a folder of images.
+                camera_fps: float | None = None, stream: StreamSettings = StreamSettings()) -> FrameSource:
+    """Open a camera index ("0"), a network stream (rtsp://...), a video file, an image file or a
+    folder of images.
 
     A spec made only of digits is a camera index; write "./0" for a file or folder named 0.
+    A spec that starts with scheme:// is a URL, never a path: one of STREAM_SCHEMES, or a SourceError.
     Checks the input now (the first frame is decoded) so the run fails before it starts.
-    Raises SourceError (missing, empty or undecodable input) or CameraError (no camera, busy).
-    `capture_factory` builds the cv2.VideoCapture for cameras and videos (tests pass a fake).
+    Raises SourceError (missing, empty or undecodable input) or CameraError (no camera, busy, a
+    stream that cannot connect). `capture_factory` builds the cv2.VideoCapture for cameras, streams
+    and videos (tests pass a fake); `stream`: a network stream's timeouts.
     `camera_size` (W, H) and `camera_fps` are asked of a camera (ignored for files); the camera
     answers with its nearest mode, which the source's `size` and `fps` then report.
     """
@@ -327,6 +549,12 @@ def open_source(spec: str | PathLike, *, camera_timeout_s: float = 5.0,
     if text.isdigit():
         return CameraSource(int(text), capture_factory, timeout_s=camera_timeout_s, size=camera_size,
                             fps=camera_fps)
+    scheme = url_scheme(text)
+    if scheme is not None:
+        if scheme not in STREAM_SCHEMES:
+            raise SourceError(f"cannot read {scheme}:// URLs ({mask_url(text)}); use one of "
+                              f"{', '.join(s + '://' for s in STREAM_SCHEMES)} or a local path")
+        return StreamSource(text, capture_factory, stream)
     path = Path(text).expanduser()
     if not path.exists():
         raise SourceError(f"{path} does not exist; pass a camera index, a video, an image or a folder")

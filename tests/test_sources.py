@@ -190,9 +190,27 @@ def test_camera_reports_live_and_a_default_rate():
 def test_camera_size_and_rate_are_asked_and_what_it_gave_is_reported():
     capture = FakeCapture(gray_frames(2), fps=30.0)
     with open_source("0", capture_factory=lambda index: capture, camera_size=(1280, 720), camera_fps=60) as source:
-        assert capture.asked == {cv2.CAP_PROP_FRAME_WIDTH: 1280, cv2.CAP_PROP_FRAME_HEIGHT: 720, cv2.CAP_PROP_FPS: 60}
+        # MJPG first: V4L2 offers the large sizes of most webcams in MJPG only, and picks the size
+        # among the modes of the format in force when the size is set.
+        assert list(capture.asked.items()) == [(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG")),
+                                               (cv2.CAP_PROP_FRAME_WIDTH, 1280), (cv2.CAP_PROP_FRAME_HEIGHT, 720),
+                                               (cv2.CAP_PROP_FPS, 60)]
         assert source.requested == ((1280, 720), 60)
         assert source.size == (6, 4) and source.fps == 30.0  # what the camera gave, not what was asked
+        assert source.fourcc == ""  # this camera reports no format
+
+
+def test_camera_reports_the_format_it_granted():
+    capture = FakeCapture(gray_frames(1))
+    capture.get = lambda prop: float(cv2.VideoWriter_fourcc(*"YUYV")) if prop == cv2.CAP_PROP_FOURCC else 0.0
+    with open_source("0", capture_factory=lambda index: capture, camera_size=(1920, 1080)) as source:
+        assert source.fourcc == "YUYV"  # a camera without MJPG keeps its own format
+
+
+def test_camera_asks_no_format_for_a_rate_alone():
+    capture = FakeCapture(gray_frames(1))
+    with open_source("0", capture_factory=lambda index: capture, camera_fps=15) as source:
+        assert capture.asked == {cv2.CAP_PROP_FPS: 15} and source.requested == (None, 15)
 
 
 def test_camera_asks_nothing_unless_told():
@@ -293,3 +311,13 @@ def test_normalize_frame_rejects_what_it_cannot_convert(image):
 def test_real_capture_with_no_camera_at_that_index_is_a_camera_error():
     with pytest.raises(CameraError, match="cannot open camera 97"):
         open_source("97", camera_timeout_s=0.5)  # real cv2.VideoCapture; no machine has 98 cameras
+
+
+def test_startup_line_names_the_size_and_format_a_camera_granted_beside_what_was_asked():
+    import run_demo
+
+    capture = FakeCapture(gray_frames(1), fps=30.0)
+    capture.get = lambda prop: {cv2.CAP_PROP_FOURCC: float(cv2.VideoWriter_fourcc(*"MJPG")),
+                                cv2.CAP_PROP_FPS: 30.0}.get(prop, 0.0)
+    with open_source("0", capture_factory=lambda index: capture, camera_size=(1280, 720)) as source:
+        assert run_demo._describe(source) == "camera 0: 6x4 at 30 fps MJPG (asked for 1280x720)"
