@@ -132,7 +132,7 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
                 results.put(item)
                 return
             if independent:
-                pipeline.reset()
+                pipeline.reset(restart_ids=True)  # unrelated images: each one's people are #1, #2, ...
             result = pipeline.process(item.image, want_heatmaps=want_heatmaps.is_set())
             for pair in smoothing.push(item, result) if smoothing is not None else [(item, result)]:
                 put(pair)
