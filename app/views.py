@@ -350,7 +350,16 @@ def compose_view(frame: np.ndarray, result: FrameResult, state: ViewState, kalma
     def layout(area):
         panes = fit_panes((width, height), area, count, gap, strip)
         x, y, w, h = panes[0]
-        return panes, _layout_hud(result, state, kalman, fps, runs_on, note, style, (x, y), w, h, banner)
+        hud = _layout_hud(result, state, kalman, fps, runs_on, note, style, (x, y), w, h, banner)
+        bar = y - strip - area[1]  # black above the panes (side by side in a window of the video's shape)
+        if bar > 2 * style.margin:
+            # The HUD goes there, over no video, when all of it fits at full size.
+            group_w = panes[-1][0] + panes[-1][2] - x
+            above = _layout_hud(result, state, kalman, fps, runs_on, note, style, (x, area[1]), group_w, bar, banner)
+            fits = above and above[-1][1][1] + above[-1][2][1] <= area[1] + bar - style.margin
+            if fits and len(above) == len(hud) and above[-1][0][1] == style.scale:
+                hud = above
+        return panes, hud
 
     panes, hud = layout((0, 0, out_w, out_h))
     grid, spot, column = None, None, None
