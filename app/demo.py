@@ -377,7 +377,10 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     finally:
         stop.set()
         for thread in threads:
-            thread.join(timeout=1.0)
+            # The reader may be inside the source's read: it must be out before the source closes.
+            # The inference thread touches neither the source nor the outputs: a frame it is still
+            # computing (seconds on a crowded street under load) is dropped, not waited for.
+            thread.join(timeout=1.0 if thread.name == "reader" else 0.05)
         source.close()
         if video is not None:
             video.close()
