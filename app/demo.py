@@ -8,6 +8,11 @@ by their sum (OpenCV decoding/encoding and ONNX Runtime release the GIL). A file
 and never drops a frame: the queues block when full. A live camera always delivers its newest
 frame: the reader keeps only the latest one, so a slow model shows fresh frames, not stale ones.
 
+While the offline smoother fills (its first `lag` frames), the inference thread also hands each
+frame over at once as a `Preview`: the window shows it unsmoothed, marked "smoothing...", and
+nothing is written; the smoothed frames follow from the first one. The view is drawn at the
+window's current size (Window.drawing_size, asked on the main thread).
+
 The main thread owns the window (OpenCV's GUI must run there, app.window) and the outputs; whatever
 stops the run (end of input, q/Esc, closing the window, Ctrl-C, a camera that fails, an error)
 closes the outputs in a `finally` so the video written so far plays and the JSON parses. While
