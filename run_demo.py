@@ -93,7 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", type=_device, default="auto",
                         help="auto (a GPU torch sees, else the CPU), cpu, cuda, cuda:N or mps; both networks")
     parser.add_argument("--half", action="store_true", help="float16 for both networks where the device allows it")
-    parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi)")
+    parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi); for an image source an "
+                                         "image (out.jpg) or, for a folder of images, a folder (out/)")
     parser.add_argument("--json", help="write every frame's people here (format: see app/outputs.py)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     kalman = parser.add_mutually_exclusive_group()
@@ -188,19 +189,23 @@ def _run(args: argparse.Namespace) -> int:
     # typo or a missing camera fails in a second rather than after loading two models.
     from app.outputs import check_output_path
     from app.sources import mask_url, open_source, url_scheme
+    from app.stills import image_output_path, wants_images
     from app.weights import network_label, read_sidecar, resolve_weights
 
     weights = resolve_weights(args.weights, model=args.model)  # MissingWeightsError (exit 2) names the two ways to get them
     info = read_sidecar(weights)  # checked by resolve_weights: network, joints, input size
     if info.get("trained") is False:
         print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing", file=sys.stderr)
-    for path in (args.output, args.json):
+    images = wants_images(args.output)  # annotated images, not a video: checked once the source is known
+    for path in (None if images else args.output, args.json):
         if path:
             check_output_path(path, args.overwrite)
     if url_scheme(args.source) is not None:  # the password in a URL is never printed: mask_url
         print(f"connecting to {mask_url(args.source)} ...", file=sys.stderr, flush=True)
     source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)
     try:
+        if images:
+            image_output_path(args.output, source, args.overwrite)
         return _load_and_run(args, weights, network_label(info), source)
     finally:
         source.close()  # run() closes it too; this covers a model that fails to load

@@ -8,6 +8,11 @@ by their sum (OpenCV decoding/encoding and ONNX Runtime release the GIL). A file
 and never drops a frame: the queues block when full. A live camera always delivers its newest
 frame: the reader keeps only the latest one, so a slow model shows fresh frames, not stale ones.
 
+While the offline smoother fills (its first `lag` frames), the inference thread also hands each
+frame over at once as a `Preview`: the window shows it unsmoothed, marked "smoothing...", and
+nothing is written; the smoothed frames follow from the first one. The view is drawn at the
+window's current size (Window.drawing_size, asked on the main thread).
+
 The main thread owns the window (OpenCV's GUI must run there, app.window) and the outputs; whatever
 stops the run (end of input, q/Esc, closing the window, Ctrl-C, a camera that fails, an error)
 closes the outputs in a `finally` so the video written so far plays and the JSON parses. While
@@ -28,6 +33,7 @@ import numpy as np
 from app.offline import offline_stage
 from app.outputs import JsonOutput, VideoOutput, check_output_path, person_record
 from app.pipeline import FrameResult, PipelineConfig, PosePipeline
+from app.stills import ImageOutput, image_output_path, wants_images
 from app.views import ViewState, annotate, compose_view, handle_key
 from app.window import Window, letterbox
 
@@ -95,14 +101,26 @@ def _reader(source, frames: queue.Queue, stop: threading.Event, live: bool) -> N
     frames.put(_END)
 
 
+@dataclass
+class Preview:
+    """A frame the offline smoother holds while it fills, for the window only: shown at once, as the
+    pipeline made it (live smoothing), never written; its smoothed pair follows `lag` frames later."""
+
+    frame: object
+    result: FrameResult
+    held: int  # frames the smoother holds now
+    lag: int  # frames it holds before the first comes out
+
+
 def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue, stop: threading.Event,
                want_heatmaps: threading.Event, independent: bool, smoothing=None,
-               drain: threading.Event | None = None) -> None:
+               drain: threading.Event | None = None, previews: bool = False) -> None:
     """independent: frames are unrelated images (a folder), so nothing is tracked or smoothed across them.
     smoothing: None (the pipeline's live smoothing) or an app.offline.FixedLagStage, whose pairs come
     out a fixed number of frames late with offline-smoothed keypoints; flushed when the input ends,
     on an error, and when `drain` is set (the user quit: the held frames were processed, so they
-    reach the outputs, followed by _END)."""
+    reach the outputs, followed by _END). previews: until the smoother gives its first pair, each
+    frame also goes out at once as a `Preview`, so a window is not blank while the smoother fills."""
 
     def put(pair) -> None:
         while not stop.is_set():
@@ -117,6 +135,7 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
         for pair in smoothing.flush() if smoothing is not None else ():
             put(pair)
 
+    filling = previews and smoothing is not None
     try:
         while not stop.is_set():
             if drain is not None and drain.is_set():
@@ -132,9 +151,13 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
                 results.put(item)
                 return
             if independent:
-                pipeline.reset()
+                pipeline.reset(restart_ids=True)  # unrelated images: each one's people are #1, #2, ...
             result = pipeline.process(item.image, want_heatmaps=want_heatmaps.is_set())
-            for pair in smoothing.push(item, result) if smoothing is not None else [(item, result)]:
+            pairs = smoothing.push(item, result) if smoothing is not None else [(item, result)]
+            filling = filling and not pairs
+            if filling:
+                put(Preview(item, result, len(smoothing), smoothing.lag))
+            for pair in pairs:
                 put(pair)
     except BaseException as error:  # a thread that dies silently would leave the main thread waiting forever
         try:  # the held frames reach the outputs before the error
@@ -143,9 +166,13 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
             results.put(error)
 
 
-def check_outputs(options: DemoOptions) -> tuple[Path | None, Path | None]:
-    """Fails before any work when an output cannot be written (missing folder, read-only, exists)."""
-    video_path = check_output_path(options.output, options.overwrite) if options.output else None
+def check_outputs(options: DemoOptions, source=None) -> tuple[Path | None, Path | None]:
+    """Fails before any work when an output cannot be written (missing folder, read-only, exists).
+    (video path, JSON path); --output naming images (app.stills) is checked here and is no video."""
+    images = options.output and wants_images(options.output)
+    if images:
+        image_output_path(options.output, source, options.overwrite)
+    video_path = check_output_path(options.output, options.overwrite) if options.output and not images else None
     json_path = check_output_path(options.json, options.overwrite) if options.json else None
     return video_path, json_path
 
@@ -176,25 +203,25 @@ def _mirror_points(points: np.ndarray, width: int) -> np.ndarray:
 
 
 def _draw(frame, result: FrameResult, state: ViewState, kalman: bool, fps: float, threshold: float,
-          mirror: bool, record: bool, view: bool, runs_on: str = "") -> tuple[np.ndarray | None, np.ndarray | None]:
+          mirror: bool, record: bool, view: bool, runs_on: str = "", size: tuple[int, int] | None = None,
+          banner: str = "") -> tuple[np.ndarray | None, np.ndarray | None]:
     """(recorded, shown) for one frame, the one place the views are drawn.
 
     recorded: app.views.annotate (skeletons and boxes, the frame's size, the source's own
     coordinates like the JSON): what --output records by default; None unless `record`.
-    shown: app.views.compose_view (HUD, legend, panels; may be wider than the frame), mirrored
+    shown: app.views.compose_view at `size` (the window's (W, H); None: the frame's), mirrored
     for a selfie view: what the window shows and --record-view records; None unless `view`, so a
-    headless run pays for no HUD.
+    headless run pays for no HUD. banner: a note in the HUD (a Preview's "smoothing...").
     """
-    recorded = annotate(frame.image, result, state, kalman, threshold) if record or (view and not mirror) else None
+    recorded = annotate(frame.image, result, state, kalman, threshold) if record else None
     shown = None
     if view:
-        image, annotated = frame.image, recorded
+        image = frame.image
         if mirror:
             image = cv2.flip(frame.image, 1)
             result = mirror_result(result, image.shape[1])
-            annotated = annotate(image, result, state, kalman, threshold)
-        shown = compose_view(annotated, image, result, state, kalman, fps, threshold, runs_on)
-    return (recorded if record else None), shown
+        shown = compose_view(image, result, state, kalman, fps, threshold, runs_on, size, banner)
+    return recorded, shown
 
 
 def _interact(window: Window, state: ViewState, pipeline: PosePipeline, redraw, hold_s: float | None) -> None:
@@ -222,6 +249,8 @@ def _interact(window: Window, state: ViewState, pipeline: PosePipeline, redraw, 
                     window.show(redraw())
             elif hold_s is not None and not state.paused:
                 return  # any other key moves on to the next image
+        elif redraw is not None and window.resized():
+            window.show(redraw())  # the user resized the window: draw the frame at its new size
         if state.paused:
             continue
         if hold_s is None or (hold_s > 0 and time.monotonic() - started >= hold_s):
@@ -236,7 +265,9 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     its (W, H) when known, to fit the window. Raises the first error a stage met (after closing the
     outputs), KeyboardInterrupt on Ctrl-C. Closing the window ends the run as q does.
     """
-    video_path, json_path = check_outputs(options)
+    video_path, json_path = check_outputs(options, source)
+    images = (ImageOutput(image_output_path(options.output, source, options.overwrite))
+              if options.output and video_path is None else None)  # app.stills: an image source's --output
     live = bool(getattr(source, "is_live", False))
     kind = getattr(source, "kind", "")
     mirror = options.mirror if options.mirror is not None else kind == "camera"
@@ -256,7 +287,7 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     threads = [
         threading.Thread(target=_reader, args=(source, frames, stop, live), daemon=True, name="reader"),
         threading.Thread(target=_inference, args=(pipeline, frames, results, stop, want_heatmaps,
-                                                    kind == "images", smoothing, drain),
+                                                    kind == "images", smoothing, drain, show),
                          daemon=True, name="inference"),
     ]
     # The HUD and the compare pane name the smoother whose keypoints they show.
@@ -272,15 +303,19 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     def deliver(frame, result, view: bool):
         """Draws one result, writes it to the outputs; returns what the window shows (None unless view)."""
         nonlocal count, record_size
+        recording = video is not None or images is not None
         recorded, shown = _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
-                                record=video is not None and not options.record_view,
-                                view=view or (video is not None and options.record_view), runs_on=options.runs_on)
+                                record=recording and not options.record_view,
+                                view=view or (recording and options.record_view), runs_on=options.runs_on,
+                                size=window.drawing_size() if window is not None else None)
         if video is not None:
             if options.record_view:
                 record_size = record_size or (shown.shape[1], shown.shape[0])
                 video.write(letterbox(shown, record_size))
             else:
                 video.write(recorded)
+        if images is not None:
+            images.write(shown if options.record_view else recorded, frame.name)
         if json_out is not None:
             json_out.write_frame(frame.index, frame.timestamp_s, [person_json(p) for p in result.people])
         count += 1
@@ -307,17 +342,25 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
                 break
             if isinstance(item, BaseException):
                 raise item
-            frame, result = item
             now = time.perf_counter()
-            fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if count else 1.0 / max(now - last, 1e-6)
+            fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if fps else 1.0 / max(now - last, 1e-6)
             last = now
-            shown = deliver(frame, result, view=window is not None)
+            banner = ""
+            if isinstance(item, Preview):  # the offline smoother is filling: show, write nothing
+                frame, result = item.frame, item.result
+                banner = f"smoothing... {item.held}/{item.lag} frames (shown unsmoothed, written smoothed)"
+                shown = _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror, record=False,
+                              view=True, runs_on=options.runs_on, size=window.drawing_size(), banner=banner)[1]
+            else:
+                frame, result = item
+                shown = deliver(frame, result, view=window is not None)
             if window is not None:
                 window.show(shown)
 
-                def redraw(frame=frame, result=result, fps=fps):
+                def redraw(frame=frame, result=result, fps=fps, banner=banner):
                     return _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
-                                 record=False, view=True, runs_on=options.runs_on)[1]
+                                 record=False, view=True, runs_on=options.runs_on, size=window.drawing_size(),
+                                 banner=banner)[1]
 
                 _interact(window, state, pipeline, redraw, hold_s)
             if options.max_frames is not None and count >= options.max_frames:
@@ -334,14 +377,20 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
                     continue
                 if item is _END or isinstance(item, BaseException):
                     break
-                deliver(*item, view=False)
+                if not isinstance(item, Preview):
+                    deliver(*item, view=False)
     finally:
         stop.set()
         for thread in threads:
-            thread.join(timeout=1.0)
+            # The reader may be inside the source's read: it must be out before the source closes.
+            # The inference thread touches neither the source nor the outputs: a frame it is still
+            # computing (seconds on a crowded street under load) is dropped, not waited for.
+            thread.join(timeout=1.0 if thread.name == "reader" else 0.05)
         source.close()
         if video is not None:
             video.close()
+        if images is not None:
+            images.close()
         if json_out is not None:
             json_out.close()
         if progress is not None:

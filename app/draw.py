@@ -139,20 +139,30 @@ def box_label_text(track_id: int | None, score: float | None) -> str:
     return " ".join(([] if track_id is None else [f"#{track_id}"]) + ([] if score is None else [f"{score:.2f}"]))
 
 
-def box_label_rect(image: np.ndarray, box, text: str, font_scale: float = 0.45,
-                   thickness: int = 1) -> tuple[int, int, int, int] | None:
+def box_label_rect(image: np.ndarray, box, text: str, font_scale: float = 0.45, thickness: int = 1,
+                   avoid=()) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom) of a box's label: above the box, or inside its top when the box
-    touches the image top; None when the box is not drawn."""
+    touches the image top; None when the box is not drawn. avoid: (x1, y1, x2, y2) rectangles the
+    label must not go under (the HUD's blocks): a label that would is moved down, below them, as
+    long as it stays inside the box and the image."""
     clipped = _clipped_box(image, box)
     if clipped is None or not text:
         return None
-    x1, y1, _, _ = clipped
-    width = image.shape[1]
+    x1, y1, _, y2 = clipped
+    height, width = image.shape[:2]
     (text_w, text_h), baseline = text_size(text, font_scale, thickness)
     pad = max(2, text_h // 4)
     label_w, label_h = text_w + 2 * pad, text_h + baseline + 2 * pad
     left = int(max(0, min(x1, width - label_w)))
     top = int(y1 - label_h) if y1 - label_h >= 0 else int(max(y1, 0))
+    for _ in range(len(avoid)):  # each move clears one rectangle; a chain of them needs one move each
+        hit = [r for r in avoid if left < r[2] and r[0] < left + label_w and top < r[3] and r[1] < top + label_h]
+        if not hit:
+            break
+        below = int(max(r[3] for r in hit)) + 1
+        if below + label_h > min(height, y2):
+            break  # no room below the HUD inside the box: leave it where it was
+        top = below
     return left, top, left + label_w, top + label_h
 
 
@@ -174,10 +184,12 @@ def draw_box(image: np.ndarray, box, track_id: int | None = None, score: float |
 
 
 def draw_box_label(image: np.ndarray, box, track_id: int | None = None, score: float | None = None,
-                   color: Color | None = None, font_scale: float = 0.45, thickness: int = 1) -> np.ndarray:
-    """The "#id score" label of a box, filled with the box colour, text in black or white by contrast."""
+                   color: Color | None = None, font_scale: float = 0.45, thickness: int = 1,
+                   avoid=()) -> np.ndarray:
+    """The "#id score" label of a box, filled with the box colour, text in black or white by contrast;
+    clear of the `avoid` rectangles where the box leaves room (box_label_rect)."""
     text = box_label_text(track_id, score)
-    rect = box_label_rect(image, box, text, font_scale, thickness)
+    rect = box_label_rect(image, box, text, font_scale, thickness, avoid)
     if rect is None:
         return image
     color = color or track_color(track_id)

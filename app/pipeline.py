@@ -77,9 +77,10 @@ class PosePipeline:
         self._frames_since_detect = 0
         self._frame_shape: tuple[int, ...] | None = None
 
-    def reset(self) -> None:
-        """Forget every track (a new scene, or a frame size change); ids continue, never reused."""
-        self._tracker.reset()
+    def reset(self, restart_ids: bool = False) -> None:
+        """Forget every track (a new scene, or a frame size change); ids continue, never reused,
+        unless `restart_ids` (a folder of unrelated images: each image numbers its people from 1)."""
+        self._tracker.reset(restart_ids)
         self._smoothers.clear()
         self._anchors = {}
         self._next_boxes = np.zeros((0, 4), np.float32)
@@ -105,13 +106,14 @@ class PosePipeline:
             self._frame_shape = frame.shape
         timings: dict[str, float] = {}
 
+        # Only the stages that ran this frame get a time: the HUD shows "-" for the others, not 0.
         detected = self._should_detect()
-        t0 = time.perf_counter()
         if detected:
+            t0 = time.perf_counter()
             boxes, box_scores = self._detect(frame)
+            timings["detect"] = (time.perf_counter() - t0) * 1000
         else:
             boxes, box_scores = self._next_boxes, self._next_scores
-        timings["detect"] = (time.perf_counter() - t0) * 1000
 
         pose = None
         if not detected and len(boxes):
@@ -122,7 +124,7 @@ class PosePipeline:
                 # rather than show a wrong skeleton for `detect_every` frames.
                 t0 = time.perf_counter()
                 boxes, box_scores = self._detect(frame)
-                timings["detect"] += (time.perf_counter() - t0) * 1000
+                timings["detect"] = timings.get("detect", 0.0) + (time.perf_counter() - t0) * 1000
                 detected, pose = True, None
         self._frames_since_detect = 0 if detected else self._frames_since_detect + 1
 

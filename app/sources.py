@@ -505,6 +505,11 @@ class ImageSource(FrameSource):
         self._next = 0
         self._pending = first
 
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The image files, in reading order (--output into a folder checks their names up front)."""
+        return tuple(self._paths)
+
     @staticmethod
     def _decode(path: Path) -> np.ndarray | None:
         # IMREAD_COLOR also applies the EXIF orientation of phone photos and maps gray, alpha and

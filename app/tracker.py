@@ -146,10 +146,13 @@ class IouTracker:
         """Ids whose tracks the last `update` dropped: their per-track state can be freed."""
         return list(self._dropped)
 
-    def reset(self) -> None:
-        """Forget every track; ids still continue from where they were, so none is ever reused."""
+    def reset(self, restart_ids: bool = False) -> None:
+        """Forget every track; ids still continue from where they were, so none is ever reused,
+        unless `restart_ids` (unrelated images: each one's first person is #1 again)."""
         self._dropped = self.active_ids()
         self._tracks = []
+        if restart_ids:
+            self._next_id = 1
 
 
 def boxes_from_keypoints(

@@ -143,14 +143,23 @@ def quiet_qt_fonts() -> None:
 
 
 class Window:
-    """One resizable OpenCV window that keeps the image's aspect ratio and knows when it was closed."""
+    """One resizable OpenCV window that shows each image pixel for pixel and knows when it was closed.
+
+    The backend never scales: `drawing_size()` says the picture area's (W, H) now, the caller draws
+    at that size (app.views.compose_view: the video fitted inside, aspect kept, black bars), and
+    `show` letterboxes anything else into it. OpenCV's own WINDOW_KEEPRATIO (Qt) only acts when the
+    window is resized: an image of another shape than the last (the heatmap panel, side by side)
+    was stretched to the window, squashing the video; so the window is FREERATIO and we keep the
+    aspect ratio ourselves.
+    """
 
     def __init__(self, title: str, frame_size: tuple[int, int], screen: tuple[int, int] | None):
         self.title = title
         quiet_qt_fonts()
         # GUI_NORMAL: no Qt toolbar and status bar, so the image gets the whole window.
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-        self.size = fit_size(frame_size, screen)
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_FREERATIO | cv2.WINDOW_GUI_NORMAL)
+        self.size = fit_size(frame_size, screen)  # the picture area's (W, H), as last asked (drawing_size)
+        self._shown_size: tuple[int, int] | None = None
         cv2.resizeWindow(title, *self.size)
         if screen:
             # The window manager placed the window at its first, default size; centre the fitted one
@@ -159,9 +168,27 @@ class Window:
         self._seen = False  # the window was reported visible once (a backend that cannot tell says -1)
         self._closed = False
 
-    def show(self, image: np.ndarray) -> None:
+    def drawing_size(self) -> tuple[int, int]:
+        """(W, H) of the window's picture area now (the user may have resized it): draw at this size."""
         if not self._closed:
+            try:
+                _, _, width, height = cv2.getWindowImageRect(self.title)
+            except cv2.error:
+                width = height = 0
+            if width > 0 and height > 0:
+                self.size = (int(width), int(height))
+        return self.size
+
+    def resized(self) -> bool:
+        """Whether the picture area's size changed since the last `show` (a paused frame is redrawn)."""
+        return self._shown_size is not None and self.drawing_size() != self._shown_size
+
+    def show(self, image: np.ndarray) -> None:
+        """Shows image, letterboxed into the picture area's size when it is not that size already."""
+        if not self._closed:
+            image = letterbox(image, self.size)
             cv2.imshow(self.title, image)
+            self._shown_size = self.size
 
     def wait_key(self, delay_ms: int) -> int:
         """cv2.waitKey(delay_ms) & 0xFF (255 when no key); also notices a close."""

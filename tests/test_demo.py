@@ -221,6 +221,11 @@ class ScriptedWindow:
     def show(self, image):
         self.shown.append(image)
 
+    def resized(self):
+        return self.waits in self.resize_at
+
+    resize_at = ()  # waits after which the user has resized the window
+
 
 class Toggle:
     kalman = True
@@ -278,6 +283,45 @@ def test_a_still_image_goes_on_after_the_image_delay_unless_paused():
     assert state.quit and seconds > 0.5  # paused: stayed past the delay until the window closed
 
 
+def test_a_paused_frame_is_redrawn_at_the_windows_new_size():
+    window = ScriptedWindow([" ", 255, 255, 255, 255, " "])
+    window.resize_at = (3,)
+    state, _, redraws, _ = interact(window)
+    assert redraws == [True, True, True]  # pause, the resize, play
+    assert not state.paused
+
+
+def test_previews_while_the_offline_smoother_fills_then_every_frame_smoothed_once():
+    """A window shows the first frames at once (Preview, not written) while the offline smoother
+    holds them; then the smoothed pairs follow, every frame once, in order, from frame 0."""
+    import queue
+    import threading
+
+    from app.offline import FixedLagStage
+
+    frames, results = queue.Queue(), queue.Queue()
+    for index in range(12):
+        frames.put(Frame(index, np.full((48, 64, 3), 40, np.uint8), index / 10))
+    frames.put(demo_module._END)
+    stage = FixedLagStage(25.0, lag=5)
+    demo_module._inference(OnePersonPipeline(), frames, results, threading.Event(), threading.Event(), False,
+                           stage, previews=True)
+    out = [results.get_nowait() for _ in range(results.qsize())]
+    assert out[-1] is demo_module._END
+    previews = [item for item in out if isinstance(item, demo_module.Preview)]
+    pairs = [item for item in out[:-1] if not isinstance(item, demo_module.Preview)]
+    assert [p.frame.index for p in previews] == [0, 1, 2, 3, 4]  # at once, while it fills
+    assert [p.held for p in previews] == [1, 2, 3, 4, 5] and {p.lag for p in previews} == {5}
+    assert out[0] is previews[0] and out[5] is pairs[0]  # the first smoothed frame follows them
+    assert [frame.index for frame, _ in pairs] == list(range(12))
+    # Without a window, no previews.
+    frames.put(Frame(0, np.full((48, 64, 3), 40, np.uint8), 0.0))
+    frames.put(demo_module._END)
+    demo_module._inference(OnePersonPipeline(), frames, results, threading.Event(), threading.Event(), False,
+                           FixedLagStage(25.0, lag=5))
+    assert not any(isinstance(results.get_nowait(), demo_module.Preview) for _ in range(results.qsize()))
+
+
 def person_at(x: float) -> Person:
     keypoints = np.tile([[x, 20.0]], (17, 1))
     return Person(track_id=1, box=np.array([10.0, 5.0, 30.0, 50.0]), box_score=0.9, raw_keypoints=keypoints,
@@ -325,7 +369,8 @@ class OnePersonPipeline:
 def test_output_records_the_annotated_frame_or_exactly_the_view(tmp_path, monkeypatch, record_view):
     """--output: the recorded picture; --record-view: what the window shows, letterboxed into the
     first view's size when the view grows (e.g. side by side)."""
-    def fake_draw(frame, result, state, kalman, fps, threshold, mirror, record, view, runs_on=""):
+    def fake_draw(frame, result, state, kalman, fps, threshold, mirror, record, view, runs_on="", size=None,
+                  banner=""):
         recorded = np.full((48, 64, 3), 60, np.uint8) if record else None
         shown = np.full((48, 64 * (1 + frame.index % 2), 3), 200, np.uint8) if view else None  # odd frames twice as wide
         return recorded, shown

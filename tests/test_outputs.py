@@ -236,3 +236,91 @@ def test_json_survives_kill_9(tmp_path):
 def test_json_unwritable_path(tmp_path):
     with pytest.raises(OutputError, match="cannot write"):
         JsonOutput(tmp_path / "missing" / "out.json")
+
+
+# --- annotated still images (app.stills) ---------------------------------------------------------
+
+class _OnePerson:
+    """Stands in for PosePipeline: one person, box and joints, in every image; records resets."""
+
+    kalman = True
+
+    def __init__(self):
+        self.resets = []
+
+    def reset(self, restart_ids=False):
+        self.resets.append(restart_ids)
+
+    def process(self, image, want_heatmaps=False):
+        from app.pipeline import FrameResult, Person
+
+        keypoints = np.tile([[32.0, 30.0]], (len(KEYPOINT_NAMES), 1)).astype(np.float32)
+        person = Person(track_id=1, box=np.array([10, 5, 50, 60], np.float32), box_score=0.9,
+                        raw_keypoints=keypoints, smoothed_keypoints=keypoints,
+                        scores=np.full(len(KEYPOINT_NAMES), 0.9, np.float32),
+                        visible=np.ones(len(KEYPOINT_NAMES), bool), kalman=True)
+        return FrameResult(people=[person], detected=True, timings_ms={})
+
+
+def _photos(folder: Path, names=("a.jpg", "b.png")) -> Path:
+    folder.mkdir()
+    for i, name in enumerate(names):
+        cv2.imwrite(str(folder / name), np.full((72 + 8 * i, 96, 3), 90, np.uint8))
+    return folder
+
+
+def _run_on(source_path: Path, output: Path, overwrite: bool = False):
+    from app.demo import DemoOptions, run
+    from app.sources import open_source
+
+    pipeline = _OnePerson()
+    options = DemoOptions(source=str(source_path), output=str(output), progress=False, overwrite=overwrite)
+    count = run(options, pipeline, open_source(source_path), show=False)
+    return count, pipeline
+
+
+def test_a_folder_of_images_writes_a_folder_of_annotated_images(tmp_path):
+    photos = _photos(tmp_path / "photos")
+    count, pipeline = _run_on(photos, tmp_path / "annotated")
+    assert count == 2
+    assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["a.jpg", "b.png"]
+    for name, height in (("a.jpg", 72), ("b.png", 80)):
+        image = cv2.imread(str(tmp_path / "annotated" / name))
+        assert image.shape == (height, 96, 3)  # each at its own size
+        assert np.abs(image.astype(int) - 90).max(axis=-1).__gt__(60).sum() > 50  # box and joints drawn
+    assert (cv2.imread(str(tmp_path / "annotated" / "b.png"))[60:, 60:] == 90).all()  # png: lossless, untouched
+    assert pipeline.resets == [True, True]  # unrelated images: each numbers its people from #1
+    assert not [p for p in (tmp_path / "annotated").iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_one_image_writes_one_annotated_image(tmp_path):
+    photos = _photos(tmp_path / "photos", names=("only.png",))
+    count, _ = _run_on(photos / "only.png", tmp_path / "out.jpg")
+    assert count == 1 and cv2.imread(str(tmp_path / "out.jpg")).shape == (72, 96, 3)
+    # Again: refused without --overwrite, replaced with it.
+    with pytest.raises(OutputError, match="--overwrite"):
+        _run_on(photos / "only.png", tmp_path / "out.jpg")
+    assert _run_on(photos / "only.png", tmp_path / "out.jpg", overwrite=True)[0] == 1
+
+
+def test_image_outputs_that_cannot_be_right_are_refused_before_any_work(tmp_path, dancer_video):
+    from app.sources import open_source
+    from app.stills import image_output_path, wants_images
+
+    photos = _photos(tmp_path / "photos")
+    assert wants_images("out.jpg") and wants_images("out/") and wants_images("out") and wants_images(photos)
+    assert not wants_images("out.mp4") and not wants_images(None)
+    with pytest.raises(OutputError, match="give --output a folder"):
+        image_output_path(tmp_path / "out.jpg", open_source(photos))
+    with pytest.raises(OutputError, match=r"video file name \(\.mp4, \.avi\)"):
+        image_output_path(tmp_path / "out.jpg", open_source(dancer_video))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "b.png").write_bytes(b"mine")
+    with pytest.raises(OutputError, match="b.png already exists"):
+        image_output_path(tmp_path / "taken", open_source(photos))
+    assert image_output_path(tmp_path / "taken", open_source(photos), overwrite=True).folder
+    with pytest.raises(OutputError, match="does not exist"):
+        image_output_path(tmp_path / "missing" / "deeper", open_source(photos))
+    # A video of the images stays possible.
+    count, _ = _run_on(photos, tmp_path / "slides.avi")
+    assert count == 2 and (tmp_path / "slides.avi").stat().st_size > 0

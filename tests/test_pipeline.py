@@ -215,3 +215,44 @@ def test_weak_boxes_still_hold_a_tracked_person_and_get_their_pose():
     assert [p.track_id for p in first.people] == [p.track_id for p in second.people] == [1]
     assert [len(asked) for asked in estimator.asked] == [1, 1]
     assert second.people[0].scores.mean() == np.float32(0.9)
+
+
+def test_only_the_stages_that_ran_have_a_time():
+    """The HUD shows "-" for a stage with no time: a tracking frame has no detector time, a frame
+    with nobody no pose-model time (not 0, which reads as "ran in no time")."""
+    pipeline, detector, estimator = make(detect_every=5)
+    pipeline.estimator = timed = _TimedEstimator(estimator)
+    place(detector, estimator, [person_box(100, 100)])
+    first = pipeline.process(FRAME)
+    second = pipeline.process(FRAME)
+    assert first.detected and "detect" in first.timings_ms and "model" in first.timings_ms
+    assert not second.detected and "detect" not in second.timings_ms and "model" in second.timings_ms
+    place(detector, estimator, [])
+    pipeline.reset()
+    empty = pipeline.process(FRAME)
+    assert empty.detected and "detect" in empty.timings_ms and "model" not in empty.timings_ms
+    assert timed.calls == 3
+
+
+class _TimedEstimator:
+    """FakeEstimator with the stage times app.pose.PoseEstimator reports: only when it ran the model."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def estimate(self, frame, boxes, return_heatmaps=False):
+        self.calls += 1
+        result = self.inner.estimate(frame, boxes, return_heatmaps)
+        result.timings_ms = {"crop": 1.0, "model": 5.0, "decode": 1.0} if len(boxes) else {}
+        return result
+
+
+def test_restart_ids_numbers_the_next_image_from_one():
+    pipeline, detector, estimator = make(detect_every=1)
+    place(detector, estimator, [person_box(100, 100), person_box(300, 100)])
+    assert [p.track_id for p in pipeline.process(FRAME).people] == [1, 2]
+    pipeline.reset()  # a new scene of the same video: ids go on, never reused
+    assert [p.track_id for p in pipeline.process(FRAME).people] == [3, 4]
+    pipeline.reset(restart_ids=True)  # an unrelated image
+    place(detector, estimator, [person_box(200, 100)])
+    assert [p.track_id for p in pipeline.process(FRAME).people] == [1]

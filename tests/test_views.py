@@ -13,6 +13,8 @@ from app.views import (COMPARE_MODES, KEY_LEGEND, PAUSED_COLOR, STAGES, ViewStat
 K = len(KEYPOINT_NAMES)
 J = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
 GREY = 110  # the synthetic frames' background: no palette colour, no HUD colour
+# A background no anti-aliased grey text can produce, for finding where the video is drawn.
+TINT = (150, 90, 40)
 
 # A standing figure facing the camera, in units of its head size, origin at the nose (x right, y down).
 FIGURE = np.array([
@@ -31,8 +33,14 @@ def figure_person(track_id: int, nose: tuple[float, float], size: float, raw_shi
                   scores=np.full(K, 0.9, np.float32), visible=np.ones(K, bool), kalman=True)
 
 
-def frame_of(width: int, height: int) -> np.ndarray:
-    return np.full((height, width, 3), GREY, np.uint8)
+def frame_of(width: int, height: int, colour=GREY) -> np.ndarray:
+    return np.full((height, width, 3), colour, np.uint8)
+
+
+def video_rect(image: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of where a TINT frame is drawn in `image`."""
+    x1, y1, x2, y2 = bounding_box(is_color(image, TINT))
+    return x1, y1, x2 - x1 + 1, y2 - y1 + 1
 
 
 def result_of(people, heatmaps=None, timings=None) -> FrameResult:
@@ -50,9 +58,8 @@ def heatmaps_for(people) -> np.ndarray:
     return maps
 
 
-def view(frame, result, state, kalman=True, fps=12.5, threshold=0.3, runs_on=""):
-    return compose_view(annotate(frame, result, state, kalman, threshold), frame, result, state, kalman, fps,
-                        threshold, runs_on)
+def view(frame, result, state, kalman=True, fps=12.5, threshold=0.3, runs_on="", size=None, banner=""):
+    return compose_view(frame, result, state, kalman, fps, threshold, runs_on, size, banner)
 
 
 def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,15 +141,16 @@ def test_paused_mark_is_shown_only_when_paused():
         assert all(is_color(edge, PAUSED_COLOR).all() for edge in edges) == expected
         inner = image[border:-border, border:-border]
         assert (is_color(inner, PAUSED_COLOR).sum() >= 20) == expected  # the word PAUSED, in the same colour
-    # Nothing else in the frame is hidden by the mark: below the HUD the person's pixels are the same.
+    # Nothing else in the frame is hidden by the mark: below the HUD (and the label it pushes down,
+    # test_box_labels_stay_clear_of_the_hud) the person's pixels are the same.
     x1, y1, x2, y2 = result.people[0].box.astype(int)
-    assert (paused[y1 + 50:y2, x1:x2] == playing[y1 + 50:y2, x1:x2]).all()
+    assert (paused[y1 + 70:y2, x1:x2] == playing[y1 + 70:y2, x1:x2]).all()
 
 
 def test_paused_mark_frames_the_whole_side_by_side_view():
     frame = frame_of(200, 150)
-    image = view(frame, result_of([]), ViewState(paused=True, compare="side"))
-    assert image.shape[1] > 2 * 200
+    image = view(frame, result_of([]), ViewState(paused=True, compare="side"), size=(640, 360))
+    assert image.shape == (360, 640, 3)
     assert is_color(image[:, -2:], PAUSED_COLOR).all() and is_color(image[-2:], PAUSED_COLOR).all()
 
 
@@ -259,33 +267,43 @@ def test_c_cycles_off_side_by_side_overlay():
     assert seen == ["side", "overlay", "off", "side"] and set(seen) == set(COMPARE_MODES)
 
 
-def test_side_by_side_is_two_labelled_panes_of_the_frame_size():
+def test_side_by_side_is_two_labelled_panes_with_the_frames_aspect():
     width, height = 320, 240
-    frame = frame_of(width, height)
+    frame = frame_of(width, height, TINT)
     person = figure_person(2, (200, 70), 22, raw_shift=(-60, 0))  # raw keypoints 60 px to the left
     state = ViewState(compare="side")
-    image = view(frame, result_of([person]), state)
-    strip = image.shape[0] - height
-    gap = image.shape[1] - 2 * width
-    assert 8 <= strip <= 40 and 0 < gap <= 10
-    raw_pane, smooth_pane = image[strip:, :width], image[strip:, width + gap:]
-    assert raw_pane.shape == smooth_pane.shape == frame.shape
+    size = (960, 400)
+    image = view(frame, result_of([person]), state, size=size)
+    assert image.shape == (400, 960, 3)  # exactly the window's size
+    panes = []
+    for i in range(2):
+        x, y, w, h = video_rect(image[:, 480 * i:480 * (i + 1)])
+        assert abs(w / h - width / height) <= 0.01 * width / height, (w, h)  # not squashed
+        panes.append((x + 480 * i, y, w, h))
+    (ax, ay, aw, ah), (bx, by, bw, bh) = panes
+    assert (aw, ah, ay) == (bw, bh, by) and 0 < bx - (ax + aw) <= 10  # two equal panes, a small gap
+    assert (image[:ay - 30] == 0).all() and (image[ay + ah + 1:] == 0).all()  # black above and below
+    strip = ay - bounding_box(~(image == 0).all(axis=-1))[1]
+    assert 8 <= strip <= 40
+    scale = ah / height
     for name in ("left_ankle", "right_knee"):
-        (sx, sy), (rx, ry) = (np.round(person.smoothed_keypoints[J[name]]).astype(int),
-                              np.round(person.raw_keypoints[J[name]]).astype(int))
         side = SIDE_COLORS["left" if name.startswith("left") else "right"]
-        assert tuple(raw_pane[ry, rx]) == side and tuple(raw_pane[sy, sx]) == (GREY,) * 3
-        assert tuple(smooth_pane[sy, sx]) == side and tuple(smooth_pane[ry, rx]) == (GREY,) * 3
-    # Each pane has its title above it, centred: its white text is as wide as the title's text.
-    style = style_for(frame.shape)
-    for pane_x, title in ((0, "raw"), (width + gap, "smoothed (Kalman)")):
-        cols = np.flatnonzero((image[:strip, pane_x:pane_x + width] >= 200).all(axis=-1).any(axis=0))
+        for pane_x, pane, other in ((ax, person.raw_keypoints, person.smoothed_keypoints),
+                                    (bx, person.smoothed_keypoints, person.raw_keypoints)):
+            x, y = np.round((pane[J[name]] + 0.5) * scale - 0.5).astype(int)
+            ox, oy = np.round((other[J[name]] + 0.5) * scale - 0.5).astype(int)
+            assert tuple(image[ay + y, pane_x + x]) == side
+            assert tuple(image[ay + oy, pane_x + ox]) == TINT
+    # Each pane has its title above it, centred, at the window's text size.
+    style = style_for((400, 960))
+    for pane_x, title in ((ax, "raw"), (bx, "smoothed (Kalman)")):
+        cols = np.flatnonzero((image[ay - strip:ay, pane_x:pane_x + aw] >= 200).all(axis=-1).any(axis=0))
         expected = cv2.getTextSize(title, draw.FONT, style.scale, style.thickness)[0][0]
         assert abs((cols.max() - cols.min() + 1) - expected) <= 6, title  # getTextSize counts side bearings
-        assert abs((cols.max() + cols.min()) / 2 - width / 2) <= 4
+        assert abs((cols.max() + cols.min()) / 2 - aw / 2) <= 4
     # The active smoother names the right pane.
-    offline = view(frame, result_of([person]), ViewState(compare="side", smoothing="offline"))
-    cols = np.flatnonzero((offline[:strip, width + gap:] >= 200).all(axis=-1).any(axis=0))
+    offline = view(frame, result_of([person]), ViewState(compare="side", smoothing="offline"), size=size)
+    cols = np.flatnonzero((offline[ay - strip:ay, bx:bx + bw] >= 200).all(axis=-1).any(axis=0))
     expected = cv2.getTextSize("smoothed (offline)", draw.FONT, style.scale, style.thickness)[0][0]
     assert abs((cols.max() - cols.min() + 1) - expected) <= 6
 
@@ -301,15 +319,17 @@ def test_overlay_draws_raw_thin_over_smoothed_in_colour_blind_safe_colours():
     assert not is_color(image, (0, 0, 255)).any() and not is_color(image, (0, 220, 0)).any()  # no red on green
 
 
-def test_compose_view_leaves_annotated_alone_and_render_is_both():
+def test_compose_view_leaves_the_frame_alone_and_render_is_compose_view():
     frame = frame_of(320, 240)
     result = result_of([figure_person(1, (160, 60), 25)], heatmaps=heatmaps_for([0]))
     state = ViewState(heatmaps=True, legend=True, paused=True)
-    annotated = annotate(frame, result, state, True, 0.3)
-    before = annotated.copy()
-    composed = compose_view(annotated, frame, result, state, True, 9.0, 0.3, "cpu")
-    assert (annotated == before).all()
+    composed = compose_view(frame, result, state, True, 9.0, 0.3, "cpu")
+    assert (frame == GREY).all()
     assert (render(frame, result, state, True, 9.0, 0.3, "cpu") == composed).all()
+    # At the frame's own size, with no HUD over the person, the picture is what --output records.
+    plain = compose_view(frame, result_of([figure_person(1, (160, 150), 25)]), ViewState(), True, 9.0, 0.3)
+    recorded = annotate(frame, result_of([figure_person(1, (160, 150), 25)]), ViewState(), True, 0.3)
+    assert (plain[130:] == recorded[130:]).all()
 
 
 # --- heatmaps (h) ----------------------------------------------------------------------------------
@@ -332,16 +352,26 @@ def test_heatmap_panel_never_covers_the_person_it_shows(nose):
 
 
 def test_heatmap_panel_goes_beside_when_the_person_fills_the_frame():
-    frame = frame_of(640, 480)
+    frame = frame_of(640, 480, TINT)
     giant = figure_person(5, (320, 60), 85)
     giant.box = np.array([5, 5, 635, 475], np.float32)
     result = result_of([giant], heatmaps=heatmaps_for([0]))
-    off = view(frame, result, ViewState())
-    on = view(frame, result, ViewState(heatmaps=True))
-    assert on.shape[0] == 480 and on.shape[1] > 640 + 100
-    diff = changed(off, on[:, :640])
-    _, _, _, y2 = bounding_box(diff)
-    assert y2 < 120  # only the HUD's line naming the heatmaps changed over the video
+    size = (1280, 480)  # a window with room beside the video
+    off = view(frame, result, ViewState(), size=size)
+    on = view(frame, result, ViewState(heatmaps=True), size=size)
+    assert on.shape == off.shape == (480, 1280, 3)
+    x, _, w, h = video_rect(off)
+    assert (x, w, h) == (320, 640, 480)  # the whole height: the video at its own size, centred
+    moved_x, _, moved_w, moved_h = video_rect(on)
+    assert (moved_w, moved_h) == (640, 480) and moved_x < x  # moved left, as large
+    panel = changed(on, np.zeros_like(on))[:, moved_x + moved_w:]
+    assert panel.sum() > 150 * 300  # the panel is beside it, on the right
+    assert is_color(on, draw.track_color(5)).sum() - is_color(off, draw.track_color(5)).sum() > 1000
+    # In the frame's own size there is no room beside: the video narrows, keeping its aspect.
+    small = view(frame, result, ViewState(heatmaps=True))
+    assert small.shape == (480, 640, 3)
+    _, _, w, h = video_rect(small)
+    assert w < 600 and abs(w / h - 640 / 480) <= 0.01 * 640 / 480
 
 
 def test_tab_chooses_whose_heatmaps():
@@ -399,3 +429,147 @@ def test_tiny_and_odd_frames_do_not_crash(size):
         state = ViewState(paused=True, legend=True, heatmaps=True, compare=compare)
         image = view(frame, result, state)
         assert image.dtype == np.uint8 and image.shape[0] >= height and image.shape[1] >= width
+
+
+# --- the aspect ratio and the text size at the window's size (issue 20) ---------------------------
+
+GREEN = (0, 255, 0)  # the marker frame's border: no palette, HUD or viridis colour
+RED = (0, 0, 255)  # its centre disc
+
+
+def marker_frame(width: int, height: int) -> np.ndarray:
+    """A TINT frame with a green border (1/100 of the height) and a red disc (radius height/10) in
+    the middle: in what is drawn, the border's extent is the video's, the disc's its aspect."""
+    frame = frame_of(width, height, TINT)
+    t = max(2, height // 100)
+    frame[:t], frame[-t:], frame[:, :t], frame[:, -t:] = GREEN, GREEN, GREEN, GREEN
+    cv2.circle(frame, (width // 2, height // 2), height // 10, RED, -1)
+    return frame
+
+
+def near(image: np.ndarray, colour, tolerance: int = 60) -> np.ndarray:
+    return (np.abs(image.astype(int) - np.asarray(colour)).max(axis=-1) < tolerance)
+
+
+def drawn_aspects(image: np.ndarray, paused: bool = False) -> list[tuple[float, float]]:
+    """[(width / height of the green border's extent, of the red disc's)] for each pane, left to right:
+    panes are told apart by the columns with no green in them. paused: the yellow frame is drawn over
+    the window's edges, and so over the video's where it touches them: count it as the video."""
+    green = near(image, GREEN)
+    if paused:
+        edge = np.zeros_like(green)
+        t = style_for(image.shape).border
+        edge[:t], edge[-t:], edge[:, :t], edge[:, -t:] = True, True, True, True
+        green |= edge & (np.roll(green, t, 0) | np.roll(green, -t, 0) | np.roll(green, t, 1) | np.roll(green, -t, 1))
+    columns = green.any(axis=0)
+    starts = np.flatnonzero(np.diff(np.concatenate([[0], columns.astype(int)])) == 1)
+    ends = np.flatnonzero(np.diff(np.concatenate([columns.astype(int), [0]])) == -1)
+    aspects = []
+    for x1, x2 in zip(starts, ends):
+        if x2 - x1 < 20:
+            continue  # the ring of a heatmap peak, not a video
+        _, y1, _, y2 = bounding_box(green[:, x1:x2 + 1])
+        disc = near(image[:, x1:x2 + 1], RED)
+        dx1, dy1, dx2, dy2 = bounding_box(disc)
+        aspects.append(((x2 - x1 + 1) / (y2 - y1 + 1), (dx2 - dx1 + 1) / (dy2 - dy1 + 1)))
+    return aspects
+
+
+def someone_at_the_left(width: int, height: int, fills_the_frame: bool = False) -> Person:
+    """A person in the left quarter, clear of the disc; with `fills_the_frame` their box covers it all,
+    so the heatmap panel finds no free corner and goes beside the video."""
+    person = figure_person(1, (width * 0.15, height * 0.2), height / 8)
+    if fills_the_frame:
+        person.box = np.array([width * 0.05, height * 0.05, width * 0.95, height * 0.95], np.float32)
+    return person
+
+
+VIEWS = {
+    "plain": dict(state=ViewState()),
+    "heatmaps in a corner": dict(state=ViewState(heatmaps=True)),
+    "heatmaps beside": dict(state=ViewState(heatmaps=True), fills=True),
+    "side by side": dict(state=ViewState(compare="side"), panes=2),
+    "overlay": dict(state=ViewState(compare="overlay")),
+    "paused": dict(state=ViewState(paused=True)),
+}
+
+
+@pytest.mark.parametrize("source", [(640, 360), (1920, 1080), (518, 496)])
+@pytest.mark.parametrize("name", list(VIEWS))
+def test_every_view_keeps_the_videos_aspect_ratio_in_a_1280x720_window(source, name):
+    width, height = source
+    case = VIEWS[name]
+    frame = marker_frame(width, height)
+    person = someone_at_the_left(width, height, case.get("fills", False))
+    result = result_of([person], heatmaps=heatmaps_for([0]))
+    image = view(frame, result, case["state"], size=(1280, 720))
+    assert image.shape == (720, 1280, 3)
+    aspects = drawn_aspects(image, paused=case["state"].paused)
+    assert len(aspects) == case.get("panes", 1), aspects
+    for video, disc in aspects:
+        assert abs(video / (width / height) - 1) <= 0.01, (name, video, width / height)
+        assert abs(disc - 1) <= 0.01, (name, disc)
+    if name.startswith("heatmaps"):  # the panel is there, titled in the person's colour
+        assert is_color(image, draw.track_color(1)).sum() > 1000
+
+
+def test_a_resized_window_gets_the_same_picture_letterboxed():
+    frame = marker_frame(640, 360)
+    for size in ((1280, 720), (700, 720), (1280, 300), (600, 900)):
+        image = view(frame, result_of([]), ViewState(), size=size)
+        assert image.shape == (size[1], size[0], 3)
+        [(video, disc)] = drawn_aspects(image)
+        disc_size = min(size[0] / 640, size[1] / 360) * 72  # px: within 1% or, when small, a pixel
+        assert abs(video / (640 / 360) - 1) <= 0.01 and abs(disc - 1) <= max(0.01, 1.5 / disc_size), size
+
+
+def test_text_is_drawn_at_the_windows_size_not_the_sources():
+    """The same window shows the same HUD for a 640x360 and a 1920x1080 video (the text is drawn
+    after scaling), and the side-by-side panes do not shrink or squeeze it."""
+    small = view(frame_of(640, 360, TINT), result_of([]), ViewState(), size=(1280, 720))
+    large = view(frame_of(1920, 1080, TINT), result_of([]), ViewState(), size=(1280, 720))
+    assert (small == large).all()
+
+    def first_line_height(image):
+        rows = np.flatnonzero((image >= 250).all(axis=-1).any(axis=1))
+        return int(np.argmax(np.diff(rows) > 1)) + 1  # rows of the first band of white text
+
+    side = view(frame_of(640, 360, TINT), result_of([]), ViewState(compare="side"), size=(1280, 720))
+    hud_top = int(np.flatnonzero(~(side == 0).all(axis=-1).all(axis=1))[0])
+    assert first_line_height(small) >= 12  # at 720 px, capitals of 12 px and more
+    assert first_line_height(side[hud_top:]) == first_line_height(small)  # the pane titles: same size
+
+
+def test_box_labels_stay_clear_of_the_hud():
+    frame = frame_of(640, 480)
+    nobody = view(frame, result_of([]), ViewState())
+    _, _, hud_right, hud_bottom = bounding_box(changed(nobody, frame))
+    person = figure_person(6, (150, 40), 30)  # the box's top, and so its label, under the HUD
+    image = view(frame, result_of([person]), ViewState())
+    label = is_color(image, draw.track_color(6))
+    label[:, int(person.box[2]) - 3:] = False  # the box outline's right side
+    label[int(person.box[3]) - 4:] = False  # and its bottom
+    rows = np.flatnonzero(label[:, int(person.box[0]) + 4:int(person.box[0]) + 20].sum(axis=1) >= 10)
+    assert len(rows) >= 8  # the label's filled rectangle ...
+    assert rows.min() > hud_bottom  # ... below the HUD, whole
+
+
+def test_banner_and_smoothing_line():
+    from app.views import BANNER_COLOR, _blocks, style_for as style_of
+
+    frame = frame_of(640, 480)
+    plain = view(frame, result_of([]), ViewState())
+    noted = view(frame, result_of([]), ViewState(), banner="smoothing... 3/8 frames")
+    extra = is_color(noted, BANNER_COLOR).sum() - is_color(plain, BANNER_COLOR).sum()
+    assert extra >= 30  # the note, in its colour
+    _, y1, _, y2 = bounding_box(changed(plain, noted))
+    assert y1 < 40  # at the top of the HUD
+
+    def texts(kalman):
+        blocks = _blocks(result_of([]), ViewState(smoothing="live Kalman"), kalman, 10.0, "", "", style_of((480, 640)),
+                         1.0, 2000)
+        return " | ".join(line if isinstance(line, str) else "".join(t for t, _ in line)
+                          for lines, *_ in blocks for line in lines)
+
+    assert "smoothing: live Kalman" in texts(True) and "kalman" not in texts(True).replace("Kalman", "")
+    assert "smoothing: off" in texts(False) and "live Kalman" not in texts(False)
