@@ -154,16 +154,19 @@ def host_ms(runner, batch, repeats: int) -> float | None:
         return None
     from app.runtime.torch_runner import plan_buckets
 
+    import torch
+
     (_, _, bucket), = plan_buckets(len(batch), graphs.buckets)  # one bucket: batches up to 16
     times = []
-    for _ in range(repeats + 2):
-        start = time.perf_counter()
-        done = graphs.launch(batch, bucket)
-        queued = time.perf_counter()
-        done.synchronize()
-        arrived = time.perf_counter()
-        graphs.host_out[:len(batch)].numpy().copy()
-        times.append((queued - start) + (time.perf_counter() - arrived))
+    with torch.inference_mode():  # as TorchRunner.__call__ runs it
+        for _ in range(repeats + 2):
+            start = time.perf_counter()
+            done = graphs.launch(batch, bucket)
+            queued = time.perf_counter()
+            done.synchronize()
+            arrived = time.perf_counter()
+            graphs.host_out[:len(batch)].numpy().copy()
+            times.append((queued - start) + (time.perf_counter() - arrived))
     return 1000 * statistics.median(times[2:])
 
 

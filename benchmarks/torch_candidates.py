@@ -2,6 +2,7 @@
 the candidates of issue 17 side by side, on this machine's CPU, under KERAS_BACKEND=torch.
 
     KERAS_BACKEND=torch python -m benchmarks.torch_candidates --repeats 5 --json out/torch_candidates.json
+    KERAS_BACKEND=torch python -m benchmarks.torch_candidates --threads 1   # steadier on a loaded machine
 
 Candidates (SimpleBaseline-R50, random weights; the arithmetic, and so the time, does not depend
 on the values):
@@ -52,7 +53,7 @@ def count_python_calls(call) -> int:
     return count - 1  # the profile hook sees the call of call() itself
 
 
-def candidates(model) -> dict:
+def candidates(model, threads: int | None = None) -> dict:
     """{name: call(batch numpy) -> heatmaps}; a candidate that fails to build is reported, not timed."""
     import torch
 
@@ -75,8 +76,8 @@ def candidates(model) -> dict:
         out["rebuild export"] = lambda b: exported(torch.from_numpy(b)).numpy()
     except Exception as error:  # noqa: BLE001
         out["rebuild export"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
-    out["rebuild trace+freeze (TorchRunner)"] = TorchRunner(model, device="cpu")
-    out["onnxruntime (OnnxRunner)"] = runner_from_model(model, "onnx")
+    out["rebuild trace+freeze (TorchRunner)"] = TorchRunner(model, device="cpu", threads=threads)
+    out["onnxruntime (OnnxRunner)"] = runner_from_model(model, "onnx", threads=threads)
     return out
 
 
@@ -84,20 +85,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", default="256x192,32x32")
+    parser.add_argument("--threads", type=int, help="torch and ONNX Runtime intra-op threads (default: theirs)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     import torch
 
+    if args.threads:
+        # With more runnable threads than cores, a 2-thread OpenMP pool waits at every barrier for a
+        # descheduled thread: one thread per runtime keeps the comparison about the runtimes.
+        torch.set_num_threads(args.threads)
+
     from models.simple_baseline import build_simple_baseline
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
-          f"keras {keras.__version__} ({keras.backend.backend()}), load average {os.getloadavg()}")
+          f"keras {keras.__version__} ({keras.backend.backend()}), threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()}")
     rows = []
     for size in args.sizes.split(","):
         height, width = map(int, size.split("x"))
         keras.utils.set_random_seed(0)
         model = build_simple_baseline(depth=50, num_joints=17, input_size=(height, width))
-        runs = candidates(model)
+        runs = candidates(model, args.threads)
         batch = np.random.default_rng(0).standard_normal((1, height, width, 3)).astype(np.float32)
         timed = {name: run for name, run in runs.items() if callable(run)}
         with torch.inference_mode():

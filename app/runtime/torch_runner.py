@@ -37,6 +37,7 @@ app.crop.normalize does: on a GPU a quarter of the bytes go up and the arithmeti
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -68,8 +69,9 @@ def import_torch():
     try:
         import torch
     except Exception as error:  # ImportError, or OSError from a broken CUDA library
+        reason = (str(error).splitlines() or [""])[0]
         raise TorchUnavailableError(
-            f"--runtime torch: torch cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            f"--runtime torch: torch cannot be loaded ({type(error).__name__}: {reason}); "
             "reinstall it with `pip install -r requirements.txt`, or use --runtime onnx") from None
     return torch
 
@@ -516,7 +518,7 @@ class TorchRunner:
 
     model: a functional Keras model (any backend). device: "cpu", "cuda[:N]" or "mps".
     precision: "float32", "float16" (CUDA/MPS) or "bfloat16" (CPU); see resolve_precision.
-    threads: torch intra-op threads on a CPU (default: physical cores). buckets: the batch sizes
+    threads: torch intra-op threads on a CPU (default: torch's own, the physical cores). buckets: the batch sizes
     with their own static buffers (and CUDA graph). static_buckets: run through those buffers
     (default: on CUDA, with CUDA graphs); True on another device runs the same buffers, padding and
     splitting without graphs (how the tests check that logic on a CPU); False calls the module
@@ -535,10 +537,9 @@ class TorchRunner:
         self.name = f"torch-{device.split(':')[0]}"
         self.engine = f"torch {torch.__version__.split('+')[0]}"
         self.buckets = tuple(sorted(buckets))
-        if device == "cpu":
-            from app.runtime.common import physical_cores
-
-            torch.set_num_threads(threads or physical_cores())
+        if device == "cpu" and threads:
+            # torch's intra-op pool is one per process (the detector's too): changed only when asked.
+            torch.set_num_threads(threads)
         dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.precision]
         # channels_last weights: the activations are channels_last already (see the module docstring).
         module = build_torch_module(model).to(device=device, dtype=dtype, memory_format=torch.channels_last)
@@ -576,23 +577,16 @@ class TorchRunner:
                     source = source.to(self.device)
                 return self._call(source).cpu().numpy()
 
+    @contextlib.contextmanager
     def _out_of_memory_as_error(self, people: int):
-        torch = self._torch
-        device = self.device
-
-        class Guard:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, kind, error, traceback):
-                if kind is not None and issubclass(kind, torch.cuda.OutOfMemoryError):
-                    torch.cuda.empty_cache()
-                    raise OutOfDeviceMemoryError(
-                        f"{device} ran out of memory running the pose model on {people} people at once; "
-                        "follow fewer people with --max-people, or use --half") from None
-                return False
-
-        return Guard()
+        """torch.cuda.OutOfMemoryError -> OutOfDeviceMemoryError: one line naming the fix."""
+        try:
+            yield
+        except self._torch.cuda.OutOfMemoryError:
+            self._torch.cuda.empty_cache()
+            raise OutOfDeviceMemoryError(
+                f"{self.device} ran out of memory running the pose model on {people} people at once; "
+                "follow fewer people with --max-people, or use --half") from None
 
 
 def _frozen_cpu_module(torch, module, input_size: tuple[int, int]):
