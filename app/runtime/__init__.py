@@ -12,7 +12,7 @@ with `.input_size` (H, W), `.num_joints` K, `.name`, and for the start-up line `
 
 "auto" picks TorchRunner on a CUDA GPU, KerasRunner on another GPU (Apple's MPS), and OnnxRunner on
 a CPU (the device app.device chose, or, without one, where the Keras backend runs): on a CPU ONNX
-Runtime runs SimpleBaseline-R50 about twice as fast as Keras' compiled predict and 1.5x as fast as
+Runtime runs SimpleBaseline-R50 about twice as fast as Keras' compiled predict and 1.4x as fast as
 TorchRunner (`python -m benchmarks.model_bench` times them side by side on the machine at hand). On
 CUDA, TorchRunner is the fastest candidate by construction: the same cuDNN kernels Keras' torch
 backend calls, replayed as one CUDA graph per batch, with none of Keras' ~141,000 Python calls per
