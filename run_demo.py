@@ -88,8 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="follow at most this many people, the most confident (the model's time grows with each)")
     parser.add_argument("--detect-every", type=int, default=8,
                         help="run the detector every N frames, tracking by keypoints in between (1 = always)")
-    parser.add_argument("--runtime", choices=["auto", "keras", "onnx"], default="auto",
-                        help="pose model runtime: auto picks ONNX Runtime on a CPU, Keras on a GPU")
+    parser.add_argument("--runtime", choices=["auto", "keras", "onnx", "torch"], default="auto",
+                        help="pose model runtime: auto picks ONNX Runtime on a CPU, torch (CUDA graphs) on an "
+                             "NVIDIA GPU, Keras on Apple's")
     parser.add_argument("--device", type=_device, default="auto",
                         help="auto (a GPU torch sees, else the CPU), cpu, cuda, cuda:N or mps; both networks")
     parser.add_argument("--half", action="store_true", help="float16 for both networks where the device allows it")
@@ -255,6 +256,8 @@ def _load_and_run(args: argparse.Namespace, weights, network: str, source) -> in
                                                  imgsz=args.detector_size, max_det=args.max_people,
                                                  device=devices.detector_device, half=args.half))
         runner = load_runner(weights, runtime=args.runtime, device=devices.pose_device, half=args.half)
+        if getattr(runner, "note", ""):
+            print(f"note: {runner.note}", file=sys.stderr)  # e.g. float16 asked of the torch runner on a CPU
         print(_startup_line(network, runner, detector), file=sys.stderr)
         options.runs_on = hud_line(runner.device, runner.precision, detector.device)
         estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode))

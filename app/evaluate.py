@@ -2,7 +2,7 @@
 
     python -m app.evaluate --annotations person_keypoints_val2017.json --images val2017 \\
         [--weights FILE] [--boxes DETS.json | --gt-boxes] [--flip] [--decode dark|quarter] \\
-        [--runtime auto|keras|onnx] --out results.json
+        [--runtime auto|keras|onnx|torch] --out results.json
 
 For each image: read it (one at a time, so full val2017 runs in constant memory), estimate every
 person box, score each person as the official code (box score x mean of its keypoint scores above
@@ -276,7 +276,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="keep detections with score >= this (official: 0.0)")
     parser.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop")
     parser.add_argument("--decode", choices=("dark", "quarter", "argmax"), default="dark")
-    parser.add_argument("--runtime", choices=("auto", "keras", "onnx"), default="auto")
+    parser.add_argument("--runtime", choices=("auto", "keras", "onnx", "torch"), default="auto")
     parser.add_argument("--batch", type=int, default=32, help="crops per model call")
     parser.add_argument("--out", required=True, help="COCO keypoint results json to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -10,6 +10,8 @@ does not depend on the values). Several models are timed interleaved, round by r
 runtimes. At batch 1, 4 and 8 it times, for each model:
   KerasRunner        product: Keras' compiled predict (app.runtime, chosen on a GPU)
   OnnxRunner         product: ONNX Runtime over app.runtime's exported graph (chosen on a CPU)
+  TorchRunner        product: the model rebuilt as one frozen torch graph (--runtime torch; chosen
+                     on CUDA, where it replays CUDA graphs: benchmarks/gpu_check.py times it there)
   OnnxRunner, spinning  reference: the same with ONNX Runtime's busy-waiting worker threads
   onnxruntime default  reference: a default InferenceSession on the same graph
   keras eager        reference: model(x), layer by layer
@@ -17,7 +19,9 @@ runtimes. At batch 1, 4 and 8 it times, for each model:
 and a float32 matrix-product peak (numpy matmul GFLOP/s) with the per-person floor it implies for
 the model's multiply-adds, counted from its layers. Each runtime is warmed up, then called in
 rounds, one call per runtime per round (each after a short pause, see SETTLE_S), so a load change
-on a shared CPU hits all of them alike; the table gives the median and the fastest call.
+on a shared CPU hits all of them alike; the table gives the median and the fastest call, and the
+Python function calls one call makes (sys.setprofile): the host work that does not shrink with a
+faster device (on a CPU the whole call is host time).
 """
 
 import argparse
@@ -40,6 +44,7 @@ import numpy as np  # noqa: E402
 
 from app.onnx_export import export_onnx  # noqa: E402
 from app.runtime import KerasRunner, OnnxRunner, physical_cores  # noqa: E402
+from app.runtime.torch_runner import TorchRunner  # noqa: E402
 
 BATCH_SIZES = (1, 4, 8)
 MODELS = ("r50", "mobilenetv2")
@@ -224,6 +229,7 @@ def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: boo
     runners = {
         f"KerasRunner ({keras_runner.name})": keras_runner,
         f"OnnxRunner ({onnx_runner.threads} threads)": onnx_runner,
+        "TorchRunner (torch-cpu)": TorchRunner(model, device="cpu", threads=threads),
         "OnnxRunner, spinning threads": OnnxRunner(graph, threads=threads, spinning=True),
         "onnxruntime default session": _onnx_default_session(graph),
     }
@@ -236,7 +242,23 @@ def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: boo
         runners["keras eager model(x)"] = _eager(model)
     if int8:
         runners["ORT int8 static (not offered)"] = onnx_int8_runner(graph, keras_runner.input_size, threads)
-    return {name: (run, name.startswith(("KerasRunner", "OnnxRunner ("))) for name, run in runners.items()}
+    return {name: (run, name.startswith(("KerasRunner", "OnnxRunner (", "TorchRunner"))) for name, run in runners.items()}
+
+
+def count_python_calls(call) -> int:
+    """Python function calls (sys.setprofile 'call' events) while call() runs, in this thread."""
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        count += event == "call"
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return count - 1  # the hook sees call() itself
 
 
 def run_model_bench(
@@ -279,7 +301,9 @@ def run_model_bench(
     for batch_size in batch_sizes:
         batch = rng.standard_normal((batch_size, height, width, 3)).astype(np.float32)
         cpu = {}
-        for key, times in time_rounds(runners, batch, warmup, repeats, cpu).items():
+        timed = time_rounds(runners, batch, warmup, repeats, cpu)
+        calls = {key: count_python_calls(lambda: run(batch)) for key, run in runners.items()}
+        for key, times in timed.items():
             median = statistics.median(times)
             rows.append({
                 "model": owner[key][0], "runtime": owner[key][1], "offered": offered[key], "batch": batch_size,
@@ -288,6 +312,7 @@ def run_model_bench(
                 # on a shared machine it moves far less than the median.
                 "ms_per_person_min": round(min(times) * 1e3 / batch_size, 2), "repeats": repeats,
                 "cpu_ms_per_person": round(statistics.median(cpu[key]) * 1e3 / batch_size, 2),
+                "python_calls": calls[key],
             })
 
     gflops = matmul_gflops()
@@ -308,14 +333,14 @@ def print_table(rows: list[dict], model_name: str = "") -> None:
     reference = {row["batch"]: row["ms_per_person"] for row in rows if row["runtime"] == "onnxruntime default session"}
     print(f"\n{model_name}: ms per person (median), x = time / onnxruntime default session at that batch")
     print(f"{'runtime':34s} {'product':>7s} {'batch':>5s} {'ms/batch':>9s} {'ms/person':>9s} {'x':>6s} "
-          f"{'min ms/person':>13s} {'CPU ms/person':>13s}")
+          f"{'min ms/person':>13s} {'CPU ms/person':>13s} {'Python calls':>12s}")
     for row in rows:
         if row["batch"] is None:
             continue
         ratio = row["ms_per_person"] / reference[row["batch"]] if row["batch"] in reference else float("nan")
         print(f"{row['runtime']:34s} {'yes' if row['offered'] else '':>7s} {row['batch']:5d} "
               f"{row['ms_per_batch']:9.1f} {row['ms_per_person']:9.1f} {ratio:6.2f} {row['ms_per_person_min']:13.1f} "
-              f"{row.get('cpu_ms_per_person', float('nan')):13.1f}")
+              f"{row.get('cpu_ms_per_person', float('nan')):13.1f} {row.get('python_calls', -1):12d}")
     for row in rows:
         if row["batch"] is None:
             print(f"{row['runtime']}: {row['gflops']:.1f} GFLOP/s -> floor {row['ms_per_person']:.1f} ms per "

@@ -157,7 +157,7 @@ def test_detector_formats_that_cannot_use_the_gpu_run_on_the_cpu_and_say_so(monk
 
 def test_auto_runtime_follows_the_chosen_device():
     assert resolve_runtime("auto", "cpu") == "onnx"
-    assert resolve_runtime("auto", "cuda:0") == "keras"
+    assert resolve_runtime("auto", "cuda:0") == "torch"  # TorchRunner: CUDA graphs (issue 17)
     assert resolve_runtime("auto", "mps") == "keras"
     assert resolve_runtime("onnx", "cuda:0") == "onnx"
     assert resolve_runtime("keras", "cpu") == "keras"

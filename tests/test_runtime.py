@@ -187,9 +187,9 @@ def small_model():
 
 
 def test_auto_picks_onnx_without_gpu_and_keras_with_one(small_model, monkeypatch):
-    monkeypatch.setattr(runtime, "gpu_visible", lambda: False)
+    monkeypatch.setattr(runtime, "keras_device", lambda: "cpu")
     assert isinstance(runner_from_model(small_model, "auto"), OnnxRunner)
-    monkeypatch.setattr(runtime, "gpu_visible", lambda: True)
+    monkeypatch.setattr(runtime, "keras_device", lambda: "mps")  # CUDA: TorchRunner (tests/test_torch_runner.py)
     assert isinstance(runner_from_model(small_model, "auto"), KerasRunner)
     assert isinstance(runner_from_model(small_model, "onnx"), OnnxRunner)
     assert isinstance(runner_from_model(small_model, "keras"), KerasRunner)

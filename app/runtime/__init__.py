@@ -1,4 +1,5 @@
-"""Pose model runners: Keras, and ONNX Runtime on CPUs (the fast path where there is no GPU).
+"""Pose model runners: Keras, ONNX Runtime on CPUs (the fast path where there is no GPU), and torch
+(one frozen graph, CUDA graphs on a GPU: the fast path where there is one).
 
 A runner is a callable `runner(batch) -> heatmaps`:
     batch     (N, H, W, 3) float32, RGB, ImageNet-normalised (H x W = 256 x 192 for SimpleBaseline)
@@ -9,10 +10,13 @@ with `.input_size` (H, W), `.num_joints` K, `.name`, and for the start-up line `
     load_runner(weights=None, runtime="auto", device=None, half=False)   # the product
     runner_from_model(model, runtime="onnx")    # any Keras model (tests, benchmarks, random weights)
 
-"auto" picks KerasRunner on a GPU (the device app.device chose, or, without one, whether the Keras
-backend runs on a GPU) and OnnxRunner otherwise: on a CPU ONNX Runtime runs SimpleBaseline-R50
-about twice as fast as Keras' compiled predict
-(`python -m benchmarks.model_bench` times both, side by side, on the machine at hand).
+"auto" picks TorchRunner on a CUDA GPU, KerasRunner on another GPU (Apple's MPS), and OnnxRunner on
+a CPU (the device app.device chose, or, without one, where the Keras backend runs): on a CPU ONNX
+Runtime runs SimpleBaseline-R50 about twice as fast as Keras' compiled predict and 1.4x as fast as
+TorchRunner (`python -m benchmarks.model_bench` times them side by side on the machine at hand). On
+CUDA, TorchRunner is the fastest candidate by construction: the same cuDNN kernels Keras' torch
+backend calls, replayed as one CUDA graph per batch, with none of Keras' ~141,000 Python calls per
+forward (benchmarks/gpu_check.py times both on the GPU, table 1, to verify it there).
 
 The ONNX graph comes from `app.onnx_export.export_onnx` (hand-written; that module says why).
 load_runner caches the exported graph beside the weights (weights/<name>.onnx) and re-exports when
@@ -31,25 +35,28 @@ from app.runtime.onnx_runner import (  # noqa: F401
     CACHE_KEY_FIELD, OnnxRunner, cached_runner, onnx_cache_path, save_atomically, weights_cache_key,
 )
 
-RUNTIMES = ("auto", "keras", "onnx")
+RUNTIMES = ("auto", "keras", "onnx", "torch")
 
 
 def runner_from_model(model: keras.Model, runtime: str = "auto", threads: int | None = None,
                       device: str | None = None, half: bool = False):
     """A runner over an in-memory Keras model; "onnx" exports it afresh (no cache) each call.
 
-    runtime: "auto" (Keras on a GPU, ONNX Runtime otherwise), "keras" or "onnx". device: where
-    app.device put the pose model ("cpu", "cuda:N", "mps"); None asks the Keras backend.
-    half: float16 for the Keras runner (ONNX Runtime on the CPU stays float32).
+    runtime: "auto" (torch on CUDA, Keras on MPS, ONNX Runtime on a CPU), "keras", "onnx" or "torch".
+    device: where app.device put the pose model ("cpu", "cuda:N", "mps"); None asks the Keras backend.
+    half: float16 for the Keras and torch runners (ONNX Runtime on the CPU stays float32; TorchRunner
+    on a CPU too, with a note).
     """
     runtime = resolve_runtime(runtime, device)
+    if runtime == "torch":
+        return _torch_runner(model, device, half, threads)
     if runtime == "keras":
         return KerasRunner(model, half=half)
     return OnnxRunner(export_onnx(model).SerializeToString(), threads=threads)
 
 
 def resolve_runtime(runtime: str, device: str | None = None) -> str:
-    """"auto" -> "keras" on a GPU, else "onnx"; the others unchanged.
+    """"auto" -> "torch" on CUDA, "keras" on another GPU (MPS), else "onnx"; the others unchanged.
 
     device: the pose model's device as app.device chose it ("cpu" -> "onnx" even when the backend
     could reach a GPU: the user asked for the CPU); None: whether the Keras backend runs on a GPU.
@@ -57,9 +64,16 @@ def resolve_runtime(runtime: str, device: str | None = None) -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "auto":
-        on_gpu = gpu_visible() if device is None else device != "cpu"
-        return "keras" if on_gpu else "onnx"
+        device = keras_device() if device is None else device
+        return "torch" if device.startswith("cuda") else "keras" if device != "cpu" else "onnx"
     return runtime
+
+
+def _torch_runner(model: keras.Model, device: str | None, half: bool, threads: int | None):
+    from app.runtime.torch_runner import TorchRunner  # imports torch: only when asked for
+
+    return TorchRunner(model, device=device or keras_device(), precision="float16" if half else "float32",
+                       threads=threads)
 
 
 def load_runner(weights: str | Path | None = None, runtime: str = "auto", threads: int | None = None,
@@ -82,6 +96,8 @@ def load_runner(weights: str | Path | None = None, runtime: str = "auto", thread
         if runner is not None:
             return runner
     model = load_pose_model(path)  # MissingWeightsError when path is None or absent
+    if runtime == "torch":
+        return _torch_runner(model, device, half, threads)
     if runtime == "keras":
         return KerasRunner(model, half=half)
     # Here the weights loaded, so path is a file and cache and key are set above.
