@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--source", default="0", help="camera index, video file, image, or folder of images")
     parser.add_argument("--weights", default=None,
                         help="converted SimpleBaseline weights (.weights.h5); default: the one in weights/")
-    parser.add_argument("--model", choices=["r50", "mobilenetv2"], default=None,
+    parser.add_argument("--model", choices=["r50", "mobilenetv2", "hrnet-w32", "hrnet-w48"], default=None,
                         help="the newest converted weights of this network in weights/: r50 (accurate) or "
                              "mobilenetv2 (about 3x faster on a CPU, AP 64.6 against 71.8)")
     parser.add_argument("--detector", default="yolov8n.pt",

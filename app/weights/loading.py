@@ -17,6 +17,8 @@ from app.weights.sidecar import read_sidecar, sidecar_path
 MODEL_SHORTHANDS = {
     "r50": ({"backbone": "resnet", "depth": 50}, "res50_coco_256x192"),
     "mobilenetv2": ({"backbone": "mobilenetv2"}, "mobilenetv2_coco_256x192"),
+    "hrnet-w32": ({"backbone": "hrnet", "width": 32}, "hrnet_w32_coco_256x192"),
+    "hrnet-w48": ({"backbone": "hrnet", "width": 48}, "hrnet_w48_coco_256x192"),
 }
 
 
@@ -51,7 +53,7 @@ def resolve_weights(path: str | Path | None = None, model: str | None = None) ->
     """The converted weights file to use, checked without loading it (cheap: for early CLI errors).
 
     path None means the newest converted model in weights/, of the network `model` names when given
-    (a MODEL_SHORTHANDS key: "r50", "mobilenetv2"). Raises MissingWeightsError (naming the download
+    (a MODEL_SHORTHANDS key: "r50", "mobilenetv2", "hrnet-w32", "hrnet-w48"). Raises MissingWeightsError (naming the download
     and convert commands) when there is none, WeightsError when its JSON is missing or bad or, with
     both path and model, describes another network.
     """
@@ -75,7 +77,7 @@ def resolve_weights(path: str | Path | None = None, model: str | None = None) ->
 
 
 def load_pose_model(path: str | Path | None = None) -> keras.Model:
-    """The SimpleBaseline Keras model with trained weights.
+    """The pose network (SimpleBaseline or HRNet) in Keras with trained weights.
 
     path is a converted `.weights.h5` (its JSON sidecar says backbone, joints and input size); None
     means the newest converted model in weights/. Raises MissingWeightsError when there is none,

@@ -21,7 +21,7 @@ from app.weights.files import CONVERT_HINT, KERAS_SUFFIX, WEIGHTS_DIR, _temp_pat
 
 @dataclass(frozen=True)
 class ZooCheckpoint:
-    """One SimpleBaseline checkpoint of the MMPose 0.x model zoo (trained on COCO train2017)."""
+    """One checkpoint of the MMPose 0.x model zoo (trained on COCO train2017)."""
 
     url: str
     input_size: tuple[int, int]  # (H, W)
@@ -81,6 +81,35 @@ MODEL_ZOO = {
     "res152_coco_384x288_dark": ZooCheckpoint(
         "https://download.openmmlab.com/mmpose/top_down/resnet/res152_coco_384x288_dark-d3b8ebd7_20210203.pth",
         (384, 288), 0.757),
+    # HRNet (models/hrnet.py), SimpleBaseline's successor: the same head-less heatmaps from a
+    # high-resolution backbone. From MMPose 0.x @ v0.29.0 (0d9a00c1d64b68999e4b2a4ee5ed0d5ac2c3e296),
+    # configs/body/2d_kpt_sview_rgb_img/topdown_heatmap/coco/hrnet_coco.md and hrnet_dark_coco.md.
+    # The HRNet authors' own files (pose_hrnet_w32_256x192.pth ...) are on Google Drive / OneDrive
+    # with no published checksum: convert them with `python -m app.weights convert`.
+    "hrnet_w32_coco_256x192": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w32_coco_256x192-c78dce93_20200708.pth",
+        (256, 192), 0.746),
+    "hrnet_w32_coco_384x288": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w32_coco_384x288-d9f0d786_20200708.pth",
+        (384, 288), 0.760),
+    "hrnet_w48_coco_256x192": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w48_coco_256x192-b9e0b3ab_20200708.pth",
+        (256, 192), 0.756),
+    "hrnet_w48_coco_384x288": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w48_coco_384x288-314c8528_20200708.pth",
+        (384, 288), 0.767),
+    "hrnet_w32_coco_256x192_dark": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w32_coco_256x192_dark-07f147eb_20200812.pth",
+        (256, 192), 0.757),
+    "hrnet_w32_coco_384x288_dark": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w32_coco_384x288_dark-307dafc2_20210203.pth",
+        (384, 288), 0.766),
+    "hrnet_w48_coco_256x192_dark": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w48_coco_256x192_dark-8cba3197_20200812.pth",
+        (256, 192), 0.764),
+    "hrnet_w48_coco_384x288_dark": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w48_coco_384x288_dark-e881a4b6_20210203.pth",
+        (384, 288), 0.772),
 }
 DEFAULT_CHECKPOINT = "res50_coco_256x192"
 
