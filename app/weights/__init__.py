@@ -1,27 +1,30 @@
-"""Trained SimpleBaseline weights: convert PyTorch checkpoints to Keras, download the MMPose ones, load.
+"""Trained pose weights: convert PyTorch checkpoints to Keras, download the MMPose ones, load.
 
     python -m app.weights download [NAME]        # an MMPose model-zoo checkpoint, verified, converted
     python -m app.weights download NAME --accept-unverified  # one whose sha256 does not match its name
     python -m app.weights convert SRC.pth [DST]  # a checkpoint you already have
 
 A converted model is two files in weights/: `<name>.weights.h5` (Keras weights) and `<name>.json`
-(source, its sha256, backbone and depth or widen_factor, num_joints, input_size), which
+(source, its sha256, backbone and depth, widen_factor or width, num_joints, input_size), which
 `load_pose_model` builds the network from.
 
-Two networks convert, told apart by their keys (infer_network): SimpleBaseline-ResNet
-(models/simple_baseline.py) and SimpleBaseline-MobileNetV2 (models/mobilenet_v2.py, MMPose's
-`mobilenetv2_coco_*`: `backbone.conv1.conv.weight`, `backbone.layer1.0.conv.0.conv.weight`, ...).
+Three networks convert, told apart by their keys (infer_network): SimpleBaseline-ResNet
+(models/simple_baseline.py), SimpleBaseline-MobileNetV2 (models/mobilenet_v2.py, MMPose's
+`mobilenetv2_coco_*`: `backbone.conv1.conv.weight`, `backbone.layer1.0.conv.0.conv.weight`, ...) and
+HRNet-W32/W48 (models/hrnet.py: `transition1.*`, `stage2.*`, ...).
 Checkpoints come in two layouts, both mapped key by key onto the Keras layers:
-- Microsoft (microsoft/human-pose-estimation.pytorch): a bare state_dict, `conv1.weight`,
+- Microsoft (microsoft/human-pose-estimation.pytorch) and the HRNet authors'
+  (leoxiaobin/deep-high-resolution-net.pytorch): a bare state_dict, `conv1.weight`,
   `layer1.0.conv1.weight`, `deconv_layers.0.weight`, `final_layer.weight`; `module.` in front when it
   was saved from nn.DataParallel.
 - MMPose 0.x: {'state_dict': {'backbone.<as above>', 'keypoint_head.deconv_layers.*',
+  'keypoint_head.final_layer.*'}, 'meta': ...}.
 
 The package, by concern (a network's key mapping is one small module: the next network adds one):
 - zoo.py: the model-zoo table, download and checksum verification.
 - checkpoint.py: reading a .pth without running its code; one line for a damaged file.
 - networks.py: which network a state holds, its label, building it; one module per network:
-  resnet.py (SimpleBaseline-ResNet), mobilenet_v2.py (SimpleBaseline-MobileNetV2).
+  resnet.py (SimpleBaseline-ResNet), mobilenet_v2.py (SimpleBaseline-MobileNetV2), hrnet.py (HRNet).
 - mapping.py: copying a state's tensors onto the Keras layers, every shape checked.
 - conversion.py: checkpoint -> <name>.weights.h5 and its JSON sidecar.
 - sidecar.py: the JSON beside a .weights.h5; files.py: names, checksums, atomic writes.

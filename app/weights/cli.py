@@ -1,4 +1,4 @@
-"""Trained SimpleBaseline weights: convert PyTorch checkpoints to Keras, download the MMPose ones, load.
+"""Trained pose weights: convert PyTorch checkpoints to Keras, download the MMPose ones, load.
 
 The command line, `python -m app.weights` (see the package's docstring):
 
