@@ -76,9 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(rtsp://, rtmp://, http(s)://, tcp://, udp://)")
     parser.add_argument("--weights", default=None,
                         help="converted SimpleBaseline weights (.weights.h5); default: the one in weights/")
-    parser.add_argument("--model", choices=["r50", "mobilenetv2"], default=None,
+    parser.add_argument("--model", choices=["r50", "mobilenetv2", "hrnet-w32", "hrnet-w48"], default=None,
                         help="the newest converted weights of this network in weights/: r50 (accurate) or "
-                             "mobilenetv2 (about 3x faster on a CPU, AP 64.6 against 71.8)")
+                             "mobilenetv2 (about 3x faster on a CPU, AP 64.6 against 71.8), or HRNet "
+                             "hrnet-w32 / hrnet-w48 (AP 74.6 / 75.6, slower)")
     parser.add_argument("--detector", default="yolov8n.pt",
                         help="any detector file Ultralytics loads (.pt, .onnx, .tflite, ...)")
     parser.add_argument("--detector-conf", type=float, default=0.1,

@@ -1,4 +1,4 @@
-"""Keras -> ONNX: a small exporter for the layer types SimpleBaseline uses.
+"""Keras -> ONNX: a small exporter for the layer types SimpleBaseline and HRNet use.
 
 Written by hand because Keras' own `model.export(format="onnx")` needs tf2onnx, which is unmaintained
 and does not install beside TensorFlow 2.21 / Keras 3 / numpy 2. `app.runtime` runs the graph with
@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 # Bump when export_onnx changes the graph it writes: cached .onnx files from older code re-export.
-EXPORTER_VERSION = "2"  # 2: DepthwiseConv2D, ReLU(max_value) (MobileNetV2), sub-pixel deconvolutions
+EXPORTER_VERSION = "3"  # 2: DepthwiseConv2D, ReLU(max_value) (MobileNetV2), sub-pixel deconvolutions; 3: UpSampling2D (HRNet)
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # opset 17's IR version; onnx would stamp its newest, which older ONNX Runtimes refuse
 
@@ -45,6 +45,7 @@ def model_io_shape(model: keras.Model) -> tuple[tuple[int, int], tuple[int, int]
 SUPPORTED_LAYERS = (
     "InputLayer", "ZeroPadding2D", "Conv2D", "DepthwiseConv2D", "Conv2DTranspose", "BatchNormalization",
     "ReLU (max_value allowed: ReLU6)", "Activation (relu, linear)", "MaxPooling2D", "Add",
+    "UpSampling2D (nearest)",
 )
 
 
@@ -308,6 +309,21 @@ def _export_add(graph: _Graph, layer, sources, output) -> None:
     graph.values[id(output)] = _Value(f"{layer.name}_out", non_negative=non_negative)
 
 
+def _export_upsampling(graph: _Graph, layer, source, output) -> None:
+    """UpSampling2D(nearest, integer factors) -> Resize(nearest): every pixel repeated, as torch's
+    nn.Upsample(scale_factor, mode="nearest") in HRNet's fusion. "asymmetric" + "floor" maps output
+    pixel o to input pixel floor(o / factor), which is exactly the repetition."""
+    _check_channels_last(layer)
+    if layer.interpolation != "nearest":
+        raise OnnxExportError(f"layer {layer.name!r} upsamples with {layer.interpolation!r}; export_onnx "
+                              "handles nearest only")
+    rows, cols = (int(factor) for factor in layer.size)
+    scales = graph.constant(f"{layer.name}_scales", np.array([1, 1, rows, cols], np.float32))
+    graph.node("Resize", [graph.materialized(source), "", scales], f"{layer.name}_out", mode="nearest",
+               coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    graph.values[id(output)] = _Value(f"{layer.name}_out", non_negative=graph.values[id(source)].non_negative)
+
+
 def _export_zero_padding(graph: _Graph, layer, source, output) -> None:
     _check_channels_last(layer)
     (top, bottom), (left, right) = layer.padding
@@ -401,6 +417,7 @@ def export_onnx(model: keras.Model, metadata: dict[str, str] | None = None, subp
         keras.layers.Activation: _export_relu,
         keras.layers.MaxPooling2D: _export_max_pool,
         keras.layers.Add: _export_add,
+        keras.layers.UpSampling2D: _export_upsampling,
     }
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):

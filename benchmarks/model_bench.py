@@ -5,8 +5,8 @@
     python -m benchmarks.model_bench --backend-info
 
 One process, one machine, the models of --models (default SimpleBaseline-R50; mobilenetv2 is
-SimpleBaseline-MobileNetV2; both 256 x 192 with random weights: the arithmetic, and so the time,
-does not depend on the values). Several models are timed interleaved, round by round, like the
+SimpleBaseline-MobileNetV2, hrnet-w32 / hrnet-w48 are HRNet; all 256 x 192 with random weights: the
+arithmetic, and so the time, does not depend on the values). Several models are timed interleaved, round by round, like the
 runtimes. At batch 1, 4 and 8 it times, for each model:
   KerasRunner        product: Keras' compiled predict (app.runtime, chosen on a GPU)
   OnnxRunner         product: ONNX Runtime over app.runtime's exported graph (chosen on a CPU)
@@ -47,11 +47,12 @@ from app.runtime import KerasRunner, OnnxRunner, physical_cores  # noqa: E402
 from app.runtime.torch_runner import TorchRunner  # noqa: E402
 
 BATCH_SIZES = (1, 4, 8)
-MODELS = ("r50", "mobilenetv2")
+MODELS = ("r50", "mobilenetv2", "hrnet-w32", "hrnet-w48")
 
 
 def build_model(name: str, input_size: tuple[int, int] = (256, 192)) -> keras.Model:
-    """A SimpleBaseline with random weights: "r50" (ResNet-50) or "mobilenetv2" (MobileNetV2)."""
+    """A pose network with random weights: "r50" (SimpleBaseline-ResNet-50), "mobilenetv2"
+    (SimpleBaseline-MobileNetV2), "hrnet-w32" or "hrnet-w48"."""
     keras.utils.set_random_seed(0)
     if name == "r50":
         from models.simple_baseline import build_simple_baseline
@@ -61,6 +62,10 @@ def build_model(name: str, input_size: tuple[int, int] = (256, 192)) -> keras.Mo
         from models.mobilenet_v2 import build_pose_mobilenet_v2
 
         return build_pose_mobilenet_v2(num_joints=17, input_size=input_size)
+    if name in ("hrnet-w32", "hrnet-w48"):
+        from models.hrnet import build_hrnet
+
+        return build_hrnet(width=int(name.removeprefix("hrnet-w")), num_joints=17, input_size=input_size)
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 

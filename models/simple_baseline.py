@@ -35,7 +35,8 @@ STAGE_STRIDES = (1, 2, 2, 2)
 
 
 # The only torch module names that contain "_" themselves; every other "_" in a Keras name was a ".".
-_TORCH_NAMES_WITH_UNDERSCORE = ("deconv_layers", "final_layer")
+# fuse_layers: HRNet's (models/hrnet.py).
+_TORCH_NAMES_WITH_UNDERSCORE = ("deconv_layers", "final_layer", "fuse_layers")
 
 
 def keras_layer_name(torch_name: str) -> str:

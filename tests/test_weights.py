@@ -334,11 +334,11 @@ def test_unmapped_and_missing_keys_are_listed(reference, tmp_path):
 @pytest.mark.parametrize(
     "keys, reason",
     [
-        ({"backbone.conv1.weight": (64, 3, 3, 3), "backbone.stage2.0.weight": (8, 8, 1, 1)}, "not a SimpleBaseline"),
+        ({"backbone.conv1.weight": (64, 3, 3, 3), "backbone.blocks.0.weight": (8, 8, 1, 1)}, "not a SimpleBaseline"),
         ({"layer1.0.conv1.weight": (64, 64, 3, 3), "layer1.0.conv2.weight": (64, 64, 3, 3),
           "final_layer.weight": (17, 256, 1, 1)}, "basic blocks"),
     ],
-    ids=["hrnet-like", "resnet18-like"],
+    ids=["unknown", "resnet18-like"],
 )
 def test_other_architectures_are_refused(keys, reason, tmp_path):
     src = tmp_path / "other.pth"
