@@ -71,7 +71,7 @@ def cache_path(scene: str, frames: int) -> Path:
     return CACHE / f"{scene}_{frames}.npz"
 
 
-def record_boxes(scene: str, frames: int, detector_path: str) -> Path:
+def record_boxes(scene: str, frames: int, detector_path: str, assets: Path) -> Path:
     """Runs the real detector (as run_demo configures it) over the scene's first frames, once."""
     path = cache_path(scene, frames)
     if path.exists():
@@ -83,7 +83,7 @@ def record_boxes(scene: str, frames: int, detector_path: str) -> Path:
     detector = PersonDetector(DetectorConfig(model=detector_path, max_det=max_people))
     keys, boxes, scores = [], [], []
     print(f"recording the detector's boxes on {frames} frames of {video} (once) ...", file=sys.stderr)
-    with open_source(str(ASSETS / video)) as source:
+    with open_source(str(assets / video)) as source:
         for frame in source:
             if len(keys) >= frames:
                 break
@@ -219,10 +219,10 @@ def run_demo_loop(video: str, boxes_path: Path, frames: int, out_dir: Path) -> f
 
 def worker(args) -> None:
     """One measurement in this process (this tree's app); prints one JSON line."""
-    video, _ = SCENES[args.scene]
+    video = str(Path(args.assets) / SCENES[args.scene][0])
     with tempfile.TemporaryDirectory() as tmp:
-        row = run_stages(str(ASSETS / video), Path(args.boxes), args.frames, args.warmup, Path(tmp))
-        row["demo"] = run_demo_loop(str(ASSETS / video), Path(args.boxes), args.frames, Path(tmp))
+        row = run_stages(video, Path(args.boxes), args.frames, args.warmup, Path(tmp))
+        row["demo"] = run_demo_loop(video, Path(args.boxes), args.frames, Path(tmp))
     print("RESULT " + json.dumps(row))
 
 
@@ -241,7 +241,7 @@ def revision_tree(rev: str) -> Path:
 
 def measure(tree: Path, scene: str, boxes: Path, args) -> dict:
     command = [sys.executable, "-m", "benchmarks.host_bench", "--worker", "--scene", scene, "--boxes", str(boxes),
-               "--frames", str(args.frames), "--warmup", str(args.warmup)]
+               "--frames", str(args.frames), "--warmup", str(args.warmup), "--assets", str(args.assets)]
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -256,6 +256,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=200, help="frames per run (street.avi has 205)")
     parser.add_argument("--warmup", type=int, default=20, help="first frames left out of the means")
     parser.add_argument("--repeats", type=int, default=3, help="runs per tree and scene, alternated")
+    parser.add_argument("--assets", default=str(ASSETS), help="the shared assets folder (videos, detector)")
     parser.add_argument("--detector", default=str(ASSETS / "detector" / "yolov8n_int8.tflite"))
     parser.add_argument("--json", help="write every run's numbers here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -266,7 +267,7 @@ def main(argv=None) -> None:
         return worker(args)
 
     scenes = args.scenes.split(",")
-    boxes = {scene: record_boxes(scene, args.frames, args.detector) for scene in scenes}
+    boxes = {scene: record_boxes(scene, args.frames, args.detector, Path(args.assets)) for scene in scenes}
     trees = {"this tree": ROOT}
     if args.compare:
         trees = {args.compare: revision_tree(args.compare), "this tree": ROOT}
