@@ -18,8 +18,9 @@ Per frame it times, one after the other, the stages a demo with a window and `--
   draw      app.views.annotate: skeletons and boxes, what --output records
   hud       app.views.compose_view: what the window shows (HUD on the annotated frame)
   write     app.outputs.VideoOutput.write of the annotated frame (.mp4)
-`host` is their sum: the host work of one frame, which no accelerator removes. Reading the video
-is timed apart (`read`) and left out of `host`. `demo` is the wall time per frame of app.demo.run
+`host` is their sum: the host work of one frame, which no accelerator removes; `host_cpu` the CPU
+time of the same (all threads of the process: on a shared, loaded machine it moves less than the
+wall times). Reading the video is timed apart (`read`) and left out of both. `demo` is the wall time per frame of app.demo.run
 (headless, --output) with the same stand-ins: the product's own threads, so stages overlap there.
 
 --compare REV runs this same script on a `git worktree` of REV (made under out/host_bench/, the
@@ -157,7 +158,7 @@ def run_stages(video: str, boxes_path: Path, frames: int, warmup: int, out_dir: 
 
     pipeline = build_pipeline(boxes_path)
     output_path = out_dir / "stages.mp4"
-    totals = dict.fromkeys(STAGES + ("read",), 0.0)
+    totals = dict.fromkeys(STAGES + ("read", "host_cpu"), 0.0)
     counted = people = 0
     with open_source(video) as source:
         offline = offline_stage("auto", source, output_path)
@@ -171,6 +172,7 @@ def run_stages(video: str, boxes_path: Path, frames: int, warmup: int, out_dir: 
             if frame is None:
                 break
             times = {"read": read_ms}
+            cpu0 = time.process_time()
             result = pipeline.process(frame.image)
             for stage in ("detect", "crop", "model", "decode", "track", "smooth"):
                 times[stage] = result.timings_ms.get(stage, 0.0)
@@ -190,6 +192,7 @@ def run_stages(video: str, boxes_path: Path, frames: int, warmup: int, out_dir: 
                 times["draw"] += (t1 - t0) * 1000
                 times["hud"] += (t2 - t1) * 1000
                 times["write"] += (t3 - t2) * 1000
+            times["host_cpu"] = (time.process_time() - cpu0) * 1000
             if index >= warmup:
                 counted += 1
                 people += len(result.people)
@@ -278,13 +281,14 @@ def main(argv=None) -> None:
             for name in order:
                 row = measure(trees[name], scene, boxes[scene], args)
                 runs.setdefault((scene, name), []).append(row)
-                print(f"  {scene} {name} run {repeat + 1}: host {row['host']:.2f} ms, demo {row['demo']:.2f} ms",
+                print(f"  {scene} {name} run {repeat + 1}: host {row['host']:.2f} ms (CPU {row['host_cpu']:.2f}), "
+                      f"demo {row['demo']:.2f} ms, load {os.getloadavg()[0]:.1f}",
                       file=sys.stderr)
 
     load = os.getloadavg()
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
           f"{args.frames} frames ({args.warmup} warm-up), median of {args.repeats} alternated runs")
-    columns = list(STAGES) + ["host", "demo", "read", "people"]
+    columns = list(STAGES) + ["host", "host_cpu", "demo", "read", "people"]
     print("scene     tree        " + " ".join(f"{c:>7}" for c in columns))
     for scene in scenes:
         medians = {}
