@@ -23,9 +23,10 @@ time of the same (all threads of the process: on a shared, loaded machine it mov
 wall times). Reading the video is timed apart (`read`) and left out of both. `demo` is the wall time per frame of app.demo.run
 (headless, --output) with the same stand-ins: the product's own threads, so stages overlap there.
 
---compare REV runs this same script on a `git worktree` of REV (made under out/host_bench/, the
-script copied into it) in a subprocess, alternating with this tree, --repeats times each, and
-prints the median of each stage with the ratio REV -> this tree. Every run is its own process.
+--compare REV[,REV2] runs this same script on a `git worktree` of each REV (made under
+out/host_bench/, the script copied into it) in a subprocess, alternating with this tree, --repeats
+times each, and prints the median of each stage and the ratio this tree / REV (under 1: faster).
+Every run is its own process.
 """
 
 import argparse
@@ -254,7 +255,7 @@ def measure(tree: Path, scene: str, boxes: Path, args) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compare", help="a git revision to measure side by side (e.g. 664ceef)")
+    parser.add_argument("--compare", help="git revisions to measure side by side, comma-separated (e.g. 664ceef)")
     parser.add_argument("--scenes", default=",".join(SCENES), help=f"comma-separated, of {', '.join(SCENES)}")
     parser.add_argument("--frames", type=int, default=200, help="frames per run (street.avi has 205)")
     parser.add_argument("--warmup", type=int, default=20, help="first frames left out of the means")
@@ -271,9 +272,9 @@ def main(argv=None) -> None:
 
     scenes = args.scenes.split(",")
     boxes = {scene: record_boxes(scene, args.frames, args.detector, Path(args.assets)) for scene in scenes}
-    trees = {"this tree": ROOT}
-    if args.compare:
-        trees = {args.compare: revision_tree(args.compare), "this tree": ROOT}
+    revisions = args.compare.split(",") if args.compare else []
+    trees = {rev: revision_tree(rev) for rev in revisions}
+    trees["this tree"] = ROOT
     runs: dict[tuple[str, str], list[dict]] = {}
     for repeat in range(args.repeats):
         order = list(trees) if repeat % 2 == 0 else list(trees)[::-1]  # alternate who goes first
@@ -296,9 +297,9 @@ def main(argv=None) -> None:
             rows = runs[(scene, name)]
             medians[name] = {c: statistics.median(r[c] for r in rows) for c in columns}
             print(f"{scene:9} {name[:11]:11} " + " ".join(f"{medians[name][c]:7.2f}" for c in columns))
-        if args.compare:
-            base, new = medians[args.compare], medians["this tree"]
-            print(f"{scene:9} {'ratio':11} " + " ".join(
+        for rev in revisions:  # this tree / rev: under 1 is faster
+            base, new = medians[rev], medians["this tree"]
+            print(f"{scene:9} {('/' + rev)[:11]:11} " + " ".join(
                 f"{new[c] / base[c]:7.2f}" if base[c] > 0.005 else f"{'-':>7}" for c in columns))
     if args.json:
         Path(args.json).write_text(json.dumps({"load": load, "cpu": cpu_model(), "args": vars(args),
