@@ -168,7 +168,8 @@ def _local_dark(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarray, x:
     the logs and the step are float64, close to exact. A step that rounding moves little is kept:
     the first-order bound |ds| <= |H^-1| (|dg| + |dH| |s|) + 4 cond(H) eps |s| (the last term: the
     reference's float32 inverse), with per-entry errors eps (2 (1 + max |log|) + 2) (2 eps: the blur's
-    rounding, should a cv2 build round it differently), within DARK_LOCAL_TOLERANCE. Ill-conditioned Hessians (noise, flat tops) fail it and take the whole map.
+    rounding, should a cv2 build round it differently), within DARK_LOCAL_TOLERANCE. Ill-conditioned
+    Hessians (noise, flat tops) fail it and take the whole map.
     """
     values = _blurred_stencil(heatmaps, people, joints, x, y).astype(np.float64)  # (13, M)
     m = len(people)
@@ -187,7 +188,8 @@ def _local_dark(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarray, x:
         # Per log-derivative entry: the reference's float32 rounding (at most 1.5 eps (1 + |log|)), and
         # 2 eps for the blur (another build of cv2 may round it differently; measured: 1-2 eps).
         error = _FLOAT32_EPS * (2 * (1 + largest_log) + 2)
-        bound = inverse_norm * (np.sqrt(2) * error + 2 * error * step_norm + 4 * _FLOAT32_EPS * hessian_norm * step_norm)
+        bound = inverse_norm * (np.sqrt(2) * error + 2 * error * step_norm
+                                + 4 * _FLOAT32_EPS * hessian_norm * step_norm)
         sure &= (det != 0) & (bound <= DARK_LOCAL_TOLERANCE)  # False where bound is NaN
     offsets[sure, 0] = step_x[sure]
     offsets[sure, 1] = step_y[sure]

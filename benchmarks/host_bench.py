@@ -262,7 +262,8 @@ def revision_tree(rev: str) -> Path:
 
 def measure(tree: Path, scene: str, boxes: Path, args) -> dict:
     command = [sys.executable, "-m", "benchmarks.host_bench", "--worker", "--scene", scene, "--boxes", str(boxes),
-               "--frames", str(args.frames), "--warmup", str(args.warmup), "--assets", str(args.assets), "--clock", args.clock]
+               "--frames", str(args.frames), "--warmup", str(args.warmup), "--assets", str(args.assets),
+               "--clock", args.clock]
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
