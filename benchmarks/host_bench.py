@@ -25,8 +25,8 @@ CPU time of the process (--clock cpu): on this shared 2-core machine the wall ti
 the wait for a core. `demo` is always wall time. `demo` is the wall time per frame of app.demo.run
 (headless, --output) with the same stand-ins: the product's own threads, so stages overlap there.
 
---compare REV[,REV2] runs this same script on a `git worktree` of each REV (made under
-out/host_bench/, the script copied into it) in a subprocess, alternating with this tree, --repeats
+--compare REV[,REV2] runs this same script on the files of each REV (`git archive` into
+out/host_bench/, the script copied in) in a subprocess, alternating with this tree, --repeats
 times each, and prints the median of each stage and the ratio this tree / REV (under 1: faster).
 Every run is its own process.
 """
@@ -248,13 +248,19 @@ def worker(args) -> None:
 
 
 def revision_tree(rev: str) -> Path:
-    """A git worktree of `rev` under out/host_bench/ with this script copied in; made once."""
+    """The files of `rev` under out/host_bench/rev-<commit>/ with this script copied in; made once.
+    (`git archive`, not `git worktree add`: nothing is registered in the repository.)"""
     commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.strip()
     tree = CACHE / f"rev-{commit}"
     if not tree.exists():
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
-                       capture_output=True)
+        partial = CACHE / f"rev-{commit}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
+        partial.rename(tree)
     shutil.copy2(Path(__file__), tree / "benchmarks" / "host_bench.py")
     shutil.copy2(ROOT / "benchmarks" / "machine.py", tree / "benchmarks" / "machine.py")
     return tree
