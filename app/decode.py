@@ -101,31 +101,173 @@ def _dark_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -
 
     As the reference: no step where `not (1 < px < W - 2 and 1 < py < H - 2)` (the stencil does not
     fit; the argmax stays), a step wherever the Hessian's determinant is non-zero, whatever its sign
-    or size. The arithmetic is the reference's float32 (its heatmaps are float32 and it never leaves
-    float32), and the inverse is the same np.linalg.inv on the same 2 x 2 float32 matrices, so the
-    results agree to the last bits, ill-conditioned Hessians included.
-    Not in the reference, where it would produce NaN or raise (never on a real network's maps): no
-    step where the blurred map's maximum is 0 (the reference divides by it) or the step is not finite.
+    or size. Not in the reference, where it would produce NaN or raise (never on a real network's
+    maps): no step where the blurred map's maximum is 0 (the reference divides by it) or the step is
+    not finite.
+
+    Two paths, equal to the reference within DARK_LOCAL_TOLERANCE px (tests/test_decode.py):
+    - local (`_local_dark`, nearly every joint of a real network): only the 13 blurred pixels the
+      stencil reads are computed, and the reference's rescale is left out, which leaves the log-
+      derivatives unchanged (see there);
+    - whole map (`_whole_map_dark`): the reference's own steps, for the few joints where the local
+      path could not promise that tolerance.
     """
     n, h, w, k = heatmaps.shape
     offsets = np.zeros((n, k, 2), np.float32)
     stepped = np.zeros((n, k), bool)
     x = coords[..., 0].astype(np.int64)
     y = coords[..., 1].astype(np.int64)
-    inside = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
-    if not inside.any():
+    # A non-positive peak decodes to (0, 0), outside the stencil's range, so it never steps.
+    people, joints = np.nonzero((x > 1) & (x < w - 2) & (y > 1) & (y < h - 2))
+    if len(people) == 0:
         return offsets, stepped
-    blurred = _blur_hwnk(heatmaps)
-    # MMPose rescales each blurred map to the raw map's maximum (`*= origin_max / np.max(blurred)`)
-    # before the log; here only the nine values the stencil reads are rescaled, with the same
-    # float32 operations, so they are the same numbers.
+    found, sure = _local_dark(heatmaps, people, joints, x[people, joints], y[people, joints], peaks[people, joints])
+    offsets[people[sure], joints[sure]] = found[sure]
+    stepped[people[sure], joints[sure]] = True
+    rest = ~sure
+    if rest.any():
+        p, j = people[rest], joints[rest]
+        found, ok = _whole_map_dark(heatmaps[p, :, :, j], x[p, j], y[p, j], peaks[p, j])
+        offsets[p[ok], j[ok]] = found[ok]
+        stepped[p[ok], j[ok]] = True
+    return offsets, stepped
+
+
+# The local path's promise: within this many heatmap px of the reference (its float32 rounding
+# bounded, see _local_dark), half the 1e-4 px the product asks of DARK, for margin.
+DARK_LOCAL_TOLERANCE = 5e-5
+_STENCIL = 2  # the Taylor step reads the blurred map up to 2 px from the argmax
+_RADIUS = DARK_KERNEL // 2 + _STENCIL  # raw pixels those read: 7 each side, a 15 x 15 patch
+_FLOAT32_EPS = 2.0 ** -24  # unit roundoff of float32, the reference's arithmetic
+
+
+def _local_dark(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarray, x: np.ndarray, y: np.ndarray,
+                peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Taylor step of M joints from the 13 blurred pixels it reads around their argmax x, y (M,).
+
+    heatmaps (N, H, W, K); people, joints (M,) which maps; peaks (M,) their maxima (> 0). Returns
+    (offsets (M, 2) float32, sure (M,) bool: the offset is within DARK_LOCAL_TOLERANCE of the
+    reference's; where not, the caller takes the whole-map path).
+
+    The blur: the reference pads each map with 5 zeros and blurs it with cv2.GaussianBlur (11 x 11,
+    sigma 2, border BORDER_REFLECT_101, which never reaches past the padding for the pixels it keeps);
+    so a blurred pixel is the kernel over the 11 x 11 raw pixels around it, zeros off the map. Here
+    each joint's 15 x 15 raw patch around its argmax (zeros off the map) is cut out, the patches are
+    laid side by side in one single-channel image and blurred by the same cv2.GaussianBlur call; the
+    middle 5 x 5 of each patch reads only its own patch, and cv2 gives them bit for bit the values it
+    gives on the whole padded map (on this machine's OpenCV; tests/test_decode.py checks 2 ulp).
+
+    The rescale: the reference multiplies each blurred map by c = peak / max(blurred map) before the
+    log, so that finding c costs the whole blur. Left out, because every value the Taylor step uses
+    is a difference of logs, log(c b1) - log(c b2) = log b1 - log b2: the derivatives do not depend
+    on c. That holds while the reference's floor np.maximum(c b, 1e-10) does not bite: c >= 1 (the
+    blur averages values at most the peak with weights summing to at most 1), so every b >= 1e-10
+    (with a margin for rounding) is enough; a joint with a smaller value takes the whole-map path.
+    What remains is the reference's float32 rounding of c b, of the log and of the finite
+    differences, about eps (1 + |log(c b)|) per log value, with log b <= log(c b) <= log(peak); here
+    the logs and the step are float64, close to exact. A step that rounding moves little is kept:
+    the first-order bound |ds| <= |H^-1| (|dg| + |dH| |s|) + 4 cond(H) eps |s| (the last term: the
+    reference's float32 inverse), with per-entry errors eps (2 (1 + max |log|) + 2) (2 eps: the blur's
+    rounding, should a cv2 build round it differently), within DARK_LOCAL_TOLERANCE. Ill-conditioned
+    Hessians (noise, flat tops) fail it and take the whole map.
+    """
+    values = _blurred_stencil(heatmaps, people, joints, x, y).astype(np.float64)  # (13, M)
+    m = len(people)
+    sure = (values >= DARK_LOG_FLOOR * 1.001).all(axis=0)  # the floor cannot bite
+    offsets = np.zeros((m, 2), np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        logs = np.log(np.where(sure, values, 1.0))  # (13, M)
+        dx, dy, dxx, dxy, dyy = _STENCIL_WEIGHTS @ logs  # the reference's finite differences, float64
+        det = dxx * dyy - dxy * dxy
+        step_x = -(dyy * dx - dxy * dy) / det  # -H^-1 g, the 2 x 2 inverse in closed form
+        step_y = -(dxx * dy - dxy * dx) / det
+        hessian_norm = np.sqrt(dxx * dxx + 2 * dxy * dxy + dyy * dyy)
+        inverse_norm = hessian_norm / np.abs(det)  # Frobenius norm of H^-1
+        step_norm = np.hypot(step_x, step_y)
+        largest_log = np.maximum(np.abs(logs).max(axis=0), np.abs(np.log(peaks.astype(np.float64))))
+        # Per log-derivative entry: the reference's float32 rounding (at most 1.5 eps (1 + |log|)), and
+        # 2 eps for the blur (another build of cv2 may round it differently; measured: 1-2 eps).
+        error = _FLOAT32_EPS * (2 * (1 + largest_log) + 2)
+        bound = inverse_norm * (np.sqrt(2) * error + 2 * error * step_norm
+                                + 4 * _FLOAT32_EPS * hessian_norm * step_norm)
+        sure &= (det != 0) & (bound <= DARK_LOCAL_TOLERANCE)  # False where bound is NaN
+    offsets[sure, 0] = step_x[sure]
+    offsets[sure, 1] = step_y[sure]
+    return offsets, sure
+
+
+# The 13 pixels the Taylor step reads, (dx, dy) from the argmax, and the weights that turn their
+# logs into the reference's dx, dy, dxx, dxy, dyy (MMPose `_taylor`).
+_STENCIL_POINTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2), (0, -2),
+                   (1, 1), (1, -1), (-1, 1), (-1, -1)]
+_STENCIL_DX = np.array([p[0] for p in _STENCIL_POINTS])
+_STENCIL_DY = np.array([p[1] for p in _STENCIL_POINTS])
+_STENCIL_WEIGHTS = np.array([
+    # c    x+1   x-1   y+1   y-1   x+2   x-2   y+2   y-2   ++    +-    -+    --
+    [0, 0.5, -0.5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # dx
+    [0, 0, 0, 0.5, -0.5, 0, 0, 0, 0, 0, 0, 0, 0],  # dy
+    [-0.5, 0, 0, 0, 0, 0.25, 0.25, 0, 0, 0, 0, 0, 0],  # dxx
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0.25, -0.25, -0.25, 0.25],  # dxy
+    [-0.5, 0, 0, 0, 0, 0, 0, 0.25, 0.25, 0, 0, 0, 0],  # dyy
+])
+
+
+def _blurred_stencil(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarray, x: np.ndarray, y: np.ndarray
+                     ) -> np.ndarray:
+    """The reference's blurred maps (before its rescale) at the 13 stencil pixels around x, y (M,):
+    heatmaps (N, H, W, K), people, joints (M,) -> (13, M) float32, in _STENCIL_POINTS order.
+    Each joint's 15 x 15 raw patch (zeros off the map) side by side in one image, one cv2 call."""
+    m = len(people)
+    n, h, w, k = heatmaps.shape
+    span = np.arange(-_RADIUS, _RADIUS + 1)
+    size = len(span)
+    rows = y[None, :] + span[:, None]  # (15, M)
+    cols = x[:, None] + span[None, :]  # (M, 15)
+    # One flat gather, straight into the strip's layout (15, M, 15): patch i in columns 15 i .. 15 i + 14.
+    flat = np.ascontiguousarray(heatmaps).reshape(-1)
+    # (np.minimum/np.maximum: np.clip costs more than the gather for a few joints.)
+    index = ((people * (h * w * k) + joints)[None, :, None]
+             + (np.minimum(np.maximum(rows, 0), h - 1) * (w * k))[:, :, None]
+             + (np.minimum(np.maximum(cols, 0), w - 1) * k)[None, :, :])
+    strip = flat.take(index)
+    if rows.min() < 0 or rows.max() >= h or cols.min() < 0 or cols.max() >= w:  # zeros off the map
+        on_map = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[None, :, :]
+        strip = np.where(on_map, strip, np.float32(0))
+    # 16 more zero columns: cv2's vector loop then computes every pixel kept, never its scalar tail
+    # loop, whose rounding can differ in the last bit (the reference's pixels come from the vector
+    # loop too, on this machine; tests/test_decode.py).
+    image = np.zeros((size, m * size + 16), np.float32)
+    image[:, :m * size] = strip.reshape(size, m * size)
+    blurred = cv2.GaussianBlur(image, (DARK_KERNEL, DARK_KERNEL), 0, borderType=cv2.BORDER_CONSTANT)
+    return blurred[:, :m * size].reshape(size, m, size)[_RADIUS + _STENCIL_DY, :, _RADIUS + _STENCIL_DX]
+
+
+def _whole_map_dark(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's steps for M maps (M, H, W) with argmax x, y and maxima peaks (M,), all inside
+    the stencil's range: whole-map blur, rescale, float32 log and np.linalg.inv, bit for bit.
+    Returns (offsets (M, 2) float32, stepped (M,) bool)."""
+    m, h, w = maps.shape
+    # As the reference, each map padded with 5 zeros, but side by side in one single-channel image
+    # (one cv2 call, its fast path); 16 more columns as in _blurred_stencil.
+    pad = DARK_KERNEL // 2
+    image = np.zeros((h + 2 * pad, m * (w + 2 * pad) + 16), np.float32)
+    tiles = image[:, :m * (w + 2 * pad)].reshape(h + 2 * pad, m, w + 2 * pad)
+    tiles[pad:-pad, :, pad:-pad] = maps.transpose(1, 0, 2)
+    blurred = cv2.GaussianBlur(image, (DARK_KERNEL, DARK_KERNEL), 0, borderType=cv2.BORDER_CONSTANT)
+    blurred = blurred[:, :m * (w + 2 * pad)].reshape(h + 2 * pad, m, w + 2 * pad)[pad:-pad, :, pad:-pad]  # (H, M, W)
+    blurred = blurred.transpose(0, 2, 1)  # (H, W, M)
+    offsets = np.zeros((m, 2), np.float32)
     blurred_max = blurred.max(axis=(0, 1))
     nonzero = blurred_max != 0
+    # MMPose rescales each blurred map to the raw map's maximum (`*= origin_max / np.max(blurred)`)
+    # before the log; only the 13 values the stencil reads are rescaled, with the same float32
+    # operations, so they are the same numbers.
     ratio = np.divide(peaks.astype(np.float32), blurred_max, out=np.zeros_like(blurred_max), where=nonzero)
-    inside &= nonzero
+    index = np.arange(m)
 
     def log_at(dx: int, dy: int) -> np.ndarray:
-        values = _gather(blurred, x + dx, y + dy) * ratio
+        values = blurred[y + dy, x + dx, index] * ratio
         return np.log(np.maximum(values, np.float32(DARK_LOG_FLOOR)))
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -136,12 +278,12 @@ def _dark_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -
         dxx = np.float32(0.25) * (log_at(2, 0) - 2 * center + log_at(-2, 0))
         dxy = np.float32(0.25) * (log_at(1, 1) - log_at(1, -1) - log_at(-1, 1) + log_at(-1, -1))
         dyy = np.float32(0.25) * (log_at(0, 2) - 2 * center + log_at(0, -2))
-        step = inside & (dxx * dyy - dxy * dxy != 0)
+        step = nonzero & (dxx * dyy - dxy * dxy != 0)
         if step.any():
             hessian = np.stack([dxx[step], dxy[step], dxy[step], dyy[step]], axis=-1).reshape(-1, 2, 2)
             gradient = np.stack([dx[step], dy[step]], axis=-1).reshape(-1, 2, 1)
             inverse = _inverse_2x2(hessian)
-            found = (-inverse @ gradient)[..., 0]  # (M, 2) x, y
+            found = (-inverse @ gradient)[..., 0]  # (S, 2) x, y
             ok = np.isfinite(found).all(axis=-1)
             step[step] = ok
             offsets[step] = found[ok]
@@ -195,7 +337,7 @@ def clip_to_map(coords: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     h, w = size
     upper = np.array([w - 1, h - 1], np.float32)
-    return np.clip(coords, np.float32(0), upper).astype(np.float32)
+    return np.minimum(np.maximum(coords, np.float32(0)), upper).astype(np.float32)  # np.clip, with less overhead
 
 
 def flip_back(heatmaps_flipped: np.ndarray, flip_index, shift: bool = True) -> np.ndarray:

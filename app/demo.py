@@ -1,10 +1,12 @@
 """The demo loop: read frames, run the pipeline, draw, write and show, in three overlapped stages.
 
-    reader thread      -> frames ->  inference thread  -> results ->  main thread
-    (decode the source)              (PosePipeline)                    (draw, write, show, keys)
+    reader thread      -> frames ->  inference thread  -> results ->  main thread  -> writes ->  writer thread
+    (decode the source)              (PosePipeline)                    (view, show, keys)         (draw, encode, JSON)
 
 Each stage runs while the others work, so the frame rate is set by the slowest stage rather than
-by their sum (OpenCV decoding/encoding and ONNX Runtime release the GIL). A file is read in order
+by their sum (OpenCV decoding/encoding and ONNX Runtime release the GIL). The writer draws what
+--output records and writes the outputs, in order, every frame: its queue is bounded and blocks
+when full, so a slow disk slows the run rather than dropping frames or filling the memory. A file is read in order
 and never drops a frame: the queues block when full. A live camera always delivers its newest
 frame: the reader keeps only the latest one, so a slow model shows fresh frames, not stale ones.
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 WINDOW = "pose"  # the keys are listed in the window itself (HUD legend, ?)
 _END = object()  # sentinel that closes a queue
 DRAIN_S = 0.5  # after q, how long the outputs wait for the frames the offline smoother still holds
+WRITE_QUEUE = 8  # frames waiting for the writer thread at most
 
 
 @dataclass
@@ -164,6 +167,60 @@ def _inference(pipeline: PosePipeline, frames: queue.Queue, results: queue.Queue
             put_held()
         finally:
             results.put(error)
+
+
+class OutputWriter:
+    """Runs `write(item)` for every item `put`, in order, in its own thread ("writer").
+
+    put() blocks while `maxsize` items wait (nothing is dropped). An error in write() stops the
+    writing; the next put() or close() raises that same error in the caller's thread, so it reaches
+    the user as any error of the main thread would (one line for a PoseError, app.errors).
+    """
+
+    def __init__(self, write, maxsize: int = WRITE_QUEUE):
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="writer")
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if self.error is not None:
+                continue  # after an error nothing more is written; the queue drains so put() never hangs
+            try:
+                self._write(item)
+            except BaseException as error:  # handed to the caller's thread
+                self.error = error
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, item) -> None:
+        self._raise()
+        while True:
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                self._raise()
+
+    def finish(self) -> None:
+        """Waits until every item put is written (or the writer failed); never raises."""
+        if not self._finished:
+            self._finished = True
+            self._queue.put(_END)  # the loop always drains, so this waits at most for the queued writes
+        self._thread.join()
+
+    def close(self) -> None:
+        """finish(), then raises the writer's error, if it met one."""
+        self.finish()
+        self._raise()
 
 
 def check_outputs(options: DemoOptions, source=None) -> tuple[Path | None, Path | None]:
@@ -300,24 +357,40 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     window = None
     redraw = None  # redraws the frame on screen (after a key changed the view)
 
-    def deliver(frame, result, view: bool):
-        """Draws one result, writes it to the outputs; returns what the window shows (None unless view)."""
-        nonlocal count, record_size
-        recording = video is not None or images is not None
-        recorded, shown = _draw(frame, result, state, pipeline.kalman, fps, options.threshold, mirror,
-                                record=recording and not options.record_view,
-                                view=view or (recording and options.record_view), runs_on=options.runs_on,
-                                size=window.drawing_size() if window is not None else None)
+    recording = video is not None or images is not None
+
+    def write(item) -> None:
+        """In the writer thread: one frame to the outputs. recorded: the picture to record when the
+        main thread drew it already (--record-view records the view), else None: drawn here."""
+        nonlocal record_size
+        frame, result, kalman, recorded = item
+        if recorded is None and recording:
+            recorded = _draw(frame, result, state, kalman, fps, options.threshold, mirror,
+                             record=True, view=False, runs_on=options.runs_on)[0]
         if video is not None:
             if options.record_view:
-                record_size = record_size or (shown.shape[1], shown.shape[0])
-                video.write(letterbox(shown, record_size))
+                record_size = record_size or (recorded.shape[1], recorded.shape[0])
+                video.write(letterbox(recorded, record_size))
             else:
                 video.write(recorded)
         if images is not None:
-            images.write(shown if options.record_view else recorded, frame.name)
+            images.write(recorded, frame.name)
         if json_out is not None:
             json_out.write_frame(frame.index, frame.timestamp_s, [person_json(p) for p in result.people])
+
+    writer = OutputWriter(write) if recording or json_out is not None else None
+
+    def deliver(frame, result, view: bool):
+        """Draws the view of one result and hands the result to the writer; returns what the window
+        shows (None unless view)."""
+        nonlocal count
+        kalman = pipeline.kalman  # as it is now: a later k press does not change this frame's recording
+        # The window's size is read here, on the GUI thread; the recording is drawn in the writer.
+        _, shown = _draw(frame, result, state, kalman, fps, options.threshold, mirror, record=False,
+                         view=view or (recording and options.record_view), runs_on=options.runs_on,
+                         size=window.drawing_size() if window is not None else None)
+        if writer is not None:
+            writer.put((frame, result, kalman, shown if options.record_view else None))
         count += 1
         if progress is not None:
             progress.update(1)
@@ -379,6 +452,8 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
                     break
                 if not isinstance(item, Preview):
                     deliver(*item, view=False)
+        if writer is not None:
+            writer.close()  # every frame delivered is written; raises the writer's error, if any
     finally:
         stop.set()
         for thread in threads:
@@ -386,6 +461,8 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
             # The inference thread touches neither the source nor the outputs: a frame it is still
             # computing (seconds on a crowded street under load) is dropped, not waited for.
             thread.join(timeout=1.0 if thread.name == "reader" else 0.05)
+        if writer is not None:
+            writer.finish()  # the frames handed over reach the outputs before they close (Ctrl-C, errors)
         source.close()
         if video is not None:
             video.close()

@@ -130,3 +130,18 @@ def test_normalize_is_rgb_imagenet():
     assert out.dtype == np.float32 and out.shape == (1, 4, 4, 3)
     expected = (np.array([51, 0, 255]) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # R, G, B
     assert np.allclose(out[0, 0, 0], expected, atol=1e-6)
+
+
+def test_normalize_is_the_formula_bit_for_bit_on_every_value_and_layout():
+    # The lookup table gives exactly what (x / 255 - mean) / std gives in float32, for every uint8
+    # value in every channel, on a batch and on a non-contiguous one (a mirrored view, as the flip test).
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (3, 256, 192, 3), dtype=np.uint8)
+    assert all(len(np.unique(crops[..., c])) == 256 for c in range(3))
+    for batch in (crops, crops[:, :, ::-1], crops[:1], crops[:0]):
+        formula = (batch[..., ::-1].astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        out = normalize(batch)
+        assert out.dtype == np.float32 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, formula)
+    with pytest.raises(TypeError):
+        normalize(crops.astype(np.float32))

@@ -418,3 +418,85 @@ def test_a_missing_camera_fails_fast_without_loading_the_networks(tmp_path, rand
     assert [line for line in completed.stderr.splitlines() if not line.startswith("warning:")] == [
         "error: cannot open camera 9: no camera at that index, or it is in use"], completed.stderr
     assert seconds < 5.0, f"{seconds:.1f} s"  # 0.5 s here; the models alone take 10 s to load
+
+
+class FileSource(OnePersonSource):
+    """A video file's surface (read in order, never dropped) with `count` frames of 64 x 48."""
+
+    kind, is_live, fps, size = "video", False, 25.0, (64, 48)
+
+    @property
+    def frame_count(self):
+        return self.count
+
+
+def test_the_writer_thread_writes_every_frame_in_order_while_the_disk_is_slow(tmp_path, monkeypatch):
+    # The writer stalls on its first frame until the queue is full: the run waits (put blocks)
+    # instead of dropping or piling up frames, and then every frame reaches the video and the JSON,
+    # in order.
+    import threading
+
+    full = threading.Event()
+
+    def slow_draw(frame, result, state, kalman, fps, threshold, mirror, record, view, runs_on=""):
+        if record:  # the writer's drawing (the main thread draws only the view)
+            full.wait(timeout=10)
+        return (np.full((48, 64, 3), 4 * frame.index, np.uint8) if record else None), None
+
+    waiting = []
+    original_put = demo_module.OutputWriter.put
+
+    def put(self, item):
+        waiting.append(self._queue.qsize())
+        if waiting[-1] == demo_module.WRITE_QUEUE:
+            full.set()
+        original_put(self, item)
+
+    monkeypatch.setattr(demo_module, "_draw", slow_draw)
+    monkeypatch.setattr(demo_module.OutputWriter, "put", put)
+    options = DemoOptions(source="clip.avi", output=str(tmp_path / "out.avi"), json=str(tmp_path / "out.json"),
+                          progress=False, smoothing="live")
+    count = 50
+    assert demo_module.run(options, OnePersonPipeline(), FileSource(count), show=False) == count
+    document = json.loads((tmp_path / "out.json").read_text())
+    assert [f["frame"] for f in document["frames"]] == list(range(count))
+    capture = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    levels = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        levels.append(int(image[24, 32].mean()))
+    assert len(levels) == count
+    assert all(abs(level - 4 * index) <= 6 for index, level in enumerate(levels)), levels
+    assert full.is_set() and max(waiting) == demo_module.WRITE_QUEUE  # bounded, and the run waited
+
+
+def test_an_error_in_the_writer_is_the_usual_one_line_error_with_the_outputs_closed(tmp_path, monkeypatch, capsys):
+    # OpenCV cannot open the video writer (it opens on the first frame, in the writer thread): the
+    # user sees the same one line and exit status 7 as before, and the JSON is closed and complete.
+    from app.errors import OutputError, run_command
+
+    class ClosedWriter:
+        def __init__(self, *args):
+            pass
+
+        def isOpened(self):
+            return False
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoWriter", ClosedWriter)
+    options = DemoOptions(source="clip.avi", output=str(tmp_path / "out.mp4"), json=str(tmp_path / "out.json"),
+                          progress=False, smoothing="live")
+    closed = []
+    original_close = demo_module.JsonOutput.close
+    monkeypatch.setattr(demo_module.JsonOutput, "close", lambda self: (closed.append(True), original_close(self)))
+    status = run_command(lambda: demo_module.run(options, OnePersonPipeline(), FileSource(20), show=False), debug=False)
+    assert status == OutputError.exit_code == 7
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and stderr.startswith("error: OpenCV cannot write video"), stderr
+    assert closed == [True]
+    document = json.loads((tmp_path / "out.json").read_text())  # a whole document
+    assert [f["frame"] for f in document["frames"]] == list(range(len(document["frames"])))

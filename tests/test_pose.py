@@ -140,3 +140,39 @@ def test_bad_settings_are_refused():
         PoseEstimator(lambda batch: batch, PoseConfig(decode="mean"))
     with pytest.raises(ValueError):
         PoseEstimator(lambda batch: batch, PoseConfig(max_batch=0))
+
+
+def test_a_runner_that_takes_uint8_gets_the_crops_and_the_same_keypoints():
+    # A runner that normalises on its device gets the uint8 BGR crops; normalising them as
+    # app.crop.normalize does gives what a float32 runner gets, so the keypoints are the same.
+    from app.crop import normalize
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 110, 220], [150, 30, 300, 230]], np.float32)
+    seen = {}
+
+    def heatmaps_of(batch):
+        # Heatmaps that depend on every input value, so a wrong input changes the keypoints.
+        pooled = batch.reshape(len(batch), 64, 4, 48, 4, 3).mean(axis=(2, 4))  # (N, 64, 48, 3)
+        return np.concatenate([pooled] * 6, axis=-1)[..., :17].astype(np.float32)
+
+    class FloatRunner:
+        input_size = (256, 192)
+
+        def __call__(self, batch):
+            seen["float32"] = batch
+            return heatmaps_of(batch)
+
+    class Uint8Runner(FloatRunner):
+        input_dtype = "uint8"
+
+        def __call__(self, batch):
+            seen["uint8"] = batch
+            return heatmaps_of(normalize(batch))
+
+    as_float = PoseEstimator(FloatRunner()).estimate(frame, boxes)
+    as_uint8 = PoseEstimator(Uint8Runner()).estimate(frame, boxes)
+    assert seen["uint8"].dtype == np.uint8 and seen["float32"].dtype == np.float32
+    np.testing.assert_array_equal(normalize(seen["uint8"]), seen["float32"])
+    np.testing.assert_array_equal(as_uint8.keypoints, as_float.keypoints)
