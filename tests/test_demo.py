@@ -438,7 +438,7 @@ def test_the_writer_thread_writes_every_frame_in_order_while_the_disk_is_slow(tm
 
     full = threading.Event()
 
-    def slow_draw(frame, result, state, kalman, fps, threshold, mirror, record, view, runs_on=""):
+    def slow_draw(frame, result, state, kalman, fps, threshold, mirror, record, view, runs_on="", size=None, banner=""):
         if record:  # the writer's drawing (the main thread draws only the view)
             full.wait(timeout=10)
         return (np.full((48, 64, 3), 4 * frame.index, np.uint8) if record else None), None
