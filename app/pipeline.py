@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.smoothing import KalmanConfig, KeypointKalman
+from app.smoothing import KalmanBank, KalmanConfig
 from app.tracker import IouTracker, TrackerConfig, boxes_from_keypoints
 
 
@@ -70,7 +70,7 @@ class PosePipeline:
         self.kalman = self.config.kalman
         self.detector_calls = 0
         self._tracker = IouTracker(self.config.tracker)
-        self._smoothers: dict[int, KeypointKalman] = {}
+        self._smoothers = KalmanBank(self.config.smoothing)  # every tracked person's filter, keyed by id
         self._next_boxes = np.zeros((0, 4), np.float32)  # derived from the last keypoints
         self._anchors: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (detector box, keypoint box then)
         self._next_scores = np.zeros((0,), np.float32)
@@ -80,7 +80,7 @@ class PosePipeline:
     def reset(self) -> None:
         """Forget every track (a new scene, or a frame size change); ids continue, never reused."""
         self._tracker.reset()
-        self._smoothers.clear()
+        self._smoothers.reset()
         self._anchors = {}
         self._next_boxes = np.zeros((0, 4), np.float32)
         self._next_scores = np.zeros((0,), np.float32)
@@ -131,8 +131,7 @@ class PosePipeline:
         # boxes a frame against 13 people on street.avi) never cost a crop.
         t0 = time.perf_counter()
         ids = self._tracker.update(boxes, box_scores)
-        for dead in set(self._smoothers) - set(self._tracker.active_ids()):
-            del self._smoothers[dead]
+        self._smoothers.retain(self._tracker.active_ids())
         timings["track"] = (time.perf_counter() - t0) * 1000
         kept = np.flatnonzero(ids >= 0)  # REFUSED (-1): not finite, or too weak to start a person
         boxes, box_scores, ids = boxes[kept], box_scores[kept], ids[kept]
@@ -145,19 +144,15 @@ class PosePipeline:
 
         t0 = time.perf_counter()
         people = []
-        for i, track_id in enumerate(ids):
-            track_id = int(track_id)
-            smoother = self._smoothers.get(track_id)
-            if smoother is None:
-                smoother = self._smoothers[track_id] = KeypointKalman(self.config.smoothing)
-            box = boxes[i]
-            scale = float(np.hypot(box[2] - box[0], box[3] - box[1]))
-            smoothed, visible = smoother.update(keypoints[i], scores[i], scale=scale)
-            people.append(Person(
-                track_id=track_id, box=np.asarray(box, np.float32), box_score=float(box_scores[i]),
-                raw_keypoints=keypoints[i], smoothed_keypoints=smoothed, scores=scores[i],
-                visible=visible, kalman=self.kalman,
-            ))
+        if len(ids):
+            # One batched update for everyone (app.smoothing.KalmanBank); the scale is the box diagonal.
+            scales = np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).astype(np.float64)  # as float32 boxes
+            smoothed, visible = self._smoothers.update(ids.tolist(), keypoints, scores, scales)
+            people = [Person(
+                track_id=int(track_id), box=np.asarray(boxes[i], np.float32), box_score=float(box_scores[i]),
+                raw_keypoints=keypoints[i], smoothed_keypoints=smoothed[i], scores=scores[i],
+                visible=visible[i], kalman=self.kalman,
+            ) for i, track_id in enumerate(ids)]
         timings["smooth"] = (time.perf_counter() - t0) * 1000
 
         self._derive_next_boxes(people, frame.shape, detected)
