@@ -5,8 +5,9 @@ raw and smoothed keypoints, and how long each stage took. Input/output, threads 
 live in `app.demo`; the stages themselves live in their own modules and know nothing of each other.
 
 Detector scheduling (why not every frame): YOLO costs about as much as one pose forward pass on a CPU.
-Between detections each tracked person's box is derived from their last smoothed keypoints, which
-follow the person as well as a fresh detection does while the keypoints are confident. The detector
+Between detections each tracked person's box is carried from their last smoothed keypoints, which
+follow the person as well as a fresh detection does while the keypoints are steady, and by the
+box's own recent motion when they are not (`_derive_next_boxes`). The detector
 runs again every `detect_every` frames (people may have entered), as soon as a track's keypoints
 turn weak (the box may have slipped off the person), and when no one is tracked.
 """
@@ -73,6 +74,9 @@ class PosePipeline:
         self._smoothers = KalmanBank(self.config.smoothing)  # every tracked person's filter, keyed by id
         self._next_boxes = np.zeros((0, 4), np.float32)  # derived from the last keypoints
         self._anchors: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (detector box, keypoint box then)
+        self._detections: dict[int, list[tuple[int, np.ndarray]]] = {}  # id -> recent (frame, detector box)
+        self._steady: dict[int, bool] = {}  # id -> keypoints steady on every frame since its last detection
+        self._frame_index = 0
         self._next_scores = np.zeros((0,), np.float32)
         self._frames_since_detect = 0
         self._frame_shape: tuple[int, ...] | None = None
@@ -81,7 +85,7 @@ class PosePipeline:
         """Forget every track (a new scene, or a frame size change); ids continue, never reused."""
         self._tracker.reset()
         self._smoothers.reset()
-        self._anchors = {}
+        self._anchors, self._detections, self._steady = {}, {}, {}
         self._next_boxes = np.zeros((0, 4), np.float32)
         self._next_scores = np.zeros((0,), np.float32)
         self._frames_since_detect = 0
@@ -174,34 +178,76 @@ class PosePipeline:
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1)
 
     def _derive_next_boxes(self, people: list[Person], shape: tuple[int, ...], detected: bool) -> None:
-        """Boxes for the next frame from this frame's smoothed keypoints, clipped to the frame.
-        detected: whether `people`'s boxes are this frame's detector boxes."""
+        """Boxes for the next frame, clipped to the frame. detected: whether `people`'s boxes are this
+        frame's detector boxes.
+
+        Each person keeps the size of their last detector box ("size lock": the keypoints' extent
+        alone shrinks the box, a foot the model missed is cut from the next crop, found even less,
+        and so on; docs/detect_schedule.md: street recall 51% -> 69%, id switches 32 -> 10). Where
+        it moves to:
+        - keypoints steady since that detection (every frame, most measured joints were Kalman
+          updates, not gate restarts): as far as their keypoint box has moved since;
+        - otherwise (keypoints that jump about, e.g. an untrained model's): by the box's own
+          motion, constant velocity from its recent detector boxes. Boxes carried from unsteady
+          keypoints drift off their people and the next detection starts new ids
+          (docs/detect_schedule.md, issue 17: 93 ids against 34 with the detector on every frame).
+        """
+        self._frame_index += 1
         if not people:
-            self._anchors = {}
+            self._anchors, self._detections, self._steady = {}, {}, {}
             self._next_boxes = np.zeros((0, 4), np.float32)
             self._next_scores = np.zeros((0,), np.float32)
             return
+        ids = [p.track_id for p in people]
         keypoints = np.stack([p.smoothed_keypoints for p in people])
         scores = np.stack([np.where(p.visible, p.scores, 0.0) for p in people]).astype(np.float32)
         derived = np.asarray(boxes_from_keypoints(keypoints, scores, threshold=self.config.keypoint_threshold),
                              np.float32).reshape(-1, 4)
-        # The keypoints' extent alone shrinks the box: a foot the model missed is cut from the next
-        # crop, found even less, and so on. So each person keeps the size of their last detector
-        # box, moved by how far their keypoint box has moved since (docs/detect_schedule.md: street
-        # recall 51% -> 69%, id switches 32 -> 10, fewer detector calls).
+        # Steady keypoints: at least half of the measured joints (and two) were updated by the
+        # filter rather than restarted by its gate (a jump of > gate person sizes in one frame).
+        raw_scores = np.stack([p.scores for p in people])
+        finite = np.isfinite(np.stack([p.raw_keypoints for p in people])).all(axis=2)
+        measured = finite & (raw_scores >= self.config.smoothing.score_threshold)
+        updated = (measured & ~self._smoothers.restarted).sum(axis=1)
+        steady = (updated >= 2) & (updated >= 0.5 * measured.sum(axis=1))
         if detected:
-            self._anchors = {p.track_id: (p.box.copy(), derived[i]) for i, p in enumerate(people)
+            # A new track starts trusted (its joints all start afresh on its first frame).
+            self._steady = {track_id: bool(steady[i]) or track_id not in self._steady for i, track_id in enumerate(ids)}
+            self._anchors = {track_id: (people[i].box.copy(), derived[i]) for i, track_id in enumerate(ids)
                              if np.isfinite(derived[i]).all()}
+            horizon = 3 * max(self.config.detect_every, 1)  # detector boxes older than this say little
+            self._detections = {track_id: [(f, b) for f, b in self._detections.get(track_id, [])
+                                           if self._frame_index - f <= horizon] + [(self._frame_index, people[i].box.copy())]
+                                for i, track_id in enumerate(ids)}
+        else:
+            self._steady = {track_id: self._steady.get(track_id, False) and bool(steady[i])
+                            for i, track_id in enumerate(ids)}
         boxes = derived.copy()
-        for i, person in enumerate(people):
-            anchor = self._anchors.get(person.track_id)
-            if anchor is not None and np.isfinite(derived[i]).all():
+        for i, track_id in enumerate(ids):
+            anchor = self._anchors.get(track_id)
+            history = self._detections.get(track_id)
+            if anchor is not None and np.isfinite(derived[i]).all() and self._steady.get(track_id, False):
                 detector_box, derived_then = anchor
                 shift = (derived[i, :2] + derived[i, 2:]) / 2 - (derived_then[:2] + derived_then[2:]) / 2
                 boxes[i] = detector_box + np.concatenate([shift, shift])
+            elif history:
+                boxes[i] = constant_velocity_box(history, self._frame_index + 1)
         height, width = shape[:2]
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
         usable = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] - boxes[:, 0] > 4) & (boxes[:, 3] - boxes[:, 1] > 4)
         self._next_boxes = boxes[usable]
         self._next_scores = np.array([p.box_score for p in people], np.float32)[usable]
+
+
+def constant_velocity_box(history: list[tuple[int, np.ndarray]], frame: int) -> np.ndarray:
+    """(4,) the last detector box of a track moved to `frame` at the velocity of its centre over its
+    detector boxes `history` [(frame, (4,) xyxy)], oldest first; not moved with a single box, or
+    boxes closer than 2 frames apart (one frame's detector jitter is no velocity)."""
+    first_frame, first = history[0]
+    last_frame, last = history[-1]
+    if last_frame - first_frame < 2:
+        return last.copy()
+    velocity = ((last[:2] + last[2:]) - (first[:2] + first[2:])) / 2 / (last_frame - first_frame)
+    shift = velocity * (frame - last_frame)
+    return (last + np.concatenate([shift, shift])).astype(np.float32)
