@@ -88,6 +88,22 @@ def state_blocks(x: np.ndarray, P: np.ndarray, b: int) -> tuple[np.ndarray, np.n
     return x.reshape(n, b), P[index[:, :, None], index[:, None, :]]
 
 
+def _inverse(matrices: np.ndarray) -> np.ndarray:
+    """Inverses of (n, b, b) matrices; 2 x 2 ones in closed form (numpy's stacked inverse costs
+    more than the whole backward pass for them); the pseudo-inverse where one is singular (only
+    with degenerate inputs, e.g. a zero person size)."""
+    if matrices.shape[-1] == 2:
+        a, b = matrices[:, 0, 0], matrices[:, 0, 1]
+        c, d = matrices[:, 1, 0], matrices[:, 1, 1]
+        det = a * d - b * c
+        if np.all(det != 0) and np.isfinite(det).all():
+            return np.stack([np.stack([d, -b], axis=-1), np.stack([-c, a], axis=-1)], axis=-2) / det[:, None, None]
+    try:
+        return np.linalg.inv(matrices)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(matrices)
+
+
 def rts_blocks(xs: np.ndarray, Ps: np.ndarray, F: np.ndarray, Qs: np.ndarray, cut: np.ndarray) -> np.ndarray:
     """Rauch-Tung-Striebel backward pass over independent state blocks; returns the smoothed first state.
 
@@ -104,10 +120,7 @@ def rts_blocks(xs: np.ndarray, Ps: np.ndarray, F: np.ndarray, Qs: np.ndarray, cu
     smoothed = xs[-1]
     for k in range(len(xs) - 2, -1, -1):
         predicted_cov = F @ Ps[k] @ F.T + Qs[k + 1]  # (n, b, b)
-        try:
-            inverse = np.linalg.inv(predicted_cov)
-        except np.linalg.LinAlgError:  # only with degenerate inputs (e.g. a zero person size)
-            inverse = np.linalg.pinv(predicted_cov)
+        inverse = _inverse(predicted_cov)
         gain = Ps[k] @ F.T @ inverse
         gain[cut[k + 1]] = 0.0
         predicted = xs[k] @ F.T  # (n, b)
@@ -224,12 +237,14 @@ class FixedLagStage:
             qs[step, here], restarted[step, here] = record.q[rows[here]], record.restarted[rows[here]]
         # Each person's window: their own records in order. Frames they are absent from move to the
         # end as copies of their last record, cut off (F = 0 into them) so they change nothing.
-        order = np.argsort(~present, axis=0, kind="stable")  # (L, n): present frames first
-        count = present.sum(axis=0)  # >= 1: everyone in `first` is present at step 0
-        real = np.arange(L)[:, None] < count[None, :]
-        source = np.where(real, order, order[count - 1, np.arange(n)][None, :])
-        people = np.arange(n)[None, :]
-        xs, Ps, qs, restarted = xs[source, people], Ps[source, people], qs[source, people], restarted[source, people]
+        real = present
+        if not present.all():
+            order = np.argsort(~present, axis=0, kind="stable")  # (L, n): present frames first
+            count = present.sum(axis=0)  # >= 1: everyone in `first` is present at step 0
+            real = np.arange(L)[:, None] < count[None, :]
+            source = np.where(real, order, order[count - 1, np.arange(n)][None, :])
+            people = np.arange(n)[None, :]
+            xs, Ps, qs, restarted = xs[source, people], Ps[source, people], qs[source, people], restarted[source, people]
         # A restart is a jump the motion model does not explain: F = 0 into it cuts the joint's past
         # from its new segment (both axes of the joint).
         cut = np.repeat(restarted, 2, axis=2) | ~real[:, :, None]  # (L, n, 2K)

@@ -141,6 +141,8 @@ class _BlockModel:
                 vel_var: np.ndarray) -> None:
         """joints (n, K) bool restart at positions (n, K, 2), still, position variance pos_var (n, K),
         velocity (and acceleration) variance vel_var (n,), uncorrelated with everything else."""
+        if not joints.any():
+            return
         n, b = len(joints), self.order
         blocks = np.repeat(joints, 2, axis=1)  # (n, 2K): joint j owns blocks 2j (x) and 2j + 1 (y)
         x = np.zeros((n, 2 * self.num_joints, b))
@@ -179,10 +181,13 @@ class _ImmModel:
     plain exponentials would both floor at the smallest float and the modes would learn nothing).
 
     Mixing two estimates correlates the joints (the spread of the means is a rank-one term over the
-    whole state), so each model keeps a full (4K, 4K) covariance per person, and a frame is a batch
-    of (people x models) matrix products instead of one filterpy call per person and model.
-    Written by hand because filterpy's IMMEstimator and KalmanFilter take one state at a time;
-    tests/test_smoothing.py holds this equal to them within 1e-9."""
+    whole state), so each model keeps a full covariance per person. The state is ordered
+    [positions (C), velocities (C)] over the C = 2K coordinates (not joint by joint): F, Q and H
+    then act on four (C, C) quarters of P, so the prediction is a few additions and the update
+    five batched (C, C) products per person and model, instead of filterpy's (4K, 4K) ones one
+    person at a time. Written by hand because filterpy's IMMEstimator and KalmanFilter take one
+    state at a time; tests/test_smoothing_vectorised.py holds this equal to them within 1e-9.
+    """
 
     def __init__(self, num_joints: int, noises: list[float], switch_probability: float):
         self.order = 2
@@ -190,13 +195,14 @@ class _ImmModel:
         self.noises = np.array(noises)  # (M,) one per model
         p = switch_probability
         self.M = np.array([[1 - p, p], [p, 1 - p]])  # mode transition, rows: from
-        self.F = _step_matrix(2)
-        self.q_unit = Q_discrete_white_noise(dim=2, dt=1.0, var=1.0)
-        dim = 4 * num_joints
-        self.x = np.zeros((0, 2, dim))
-        self.P = np.zeros((0, 2, dim, dim))
+        self.q_unit = Q_discrete_white_noise(dim=2, dt=1.0, var=1.0)  # [[1/4, 1/2], [1/2, 1]]
+        coords = 2 * num_joints
+        self.x = np.zeros((0, 2, 2 * coords))
+        self.P = np.zeros((0, 2, 2 * coords, 2 * coords))
         self.mu = np.zeros((0, 2))
-        self.positions_index = 2 * np.arange(2 * num_joints)  # state index of coordinate c = 2j + axis
+        # old_order[k]: index in this state of entry k of filterpy's [x, vx, y, vy] per joint layout
+        c = np.arange(coords)
+        self.old_order = np.stack([c, coords + c], axis=1).reshape(-1)
 
     def add(self, count: int) -> None:
         dim = 4 * self.num_joints
@@ -213,50 +219,57 @@ class _ImmModel:
     def put(self, rows: np.ndarray, state: dict) -> None:
         self.x[rows], self.P[rows], self.mu[rows] = state["x"], state["P"], state["mu"]
 
-    def _transition(self, P: np.ndarray) -> np.ndarray:
-        """F P F' for (..., 4K, 4K) covariances, F block-diagonal with (2, 2) steps: the step is applied
-        to each (2, 4K) row band and (4K, 2) column band instead of a full (4K, 4K) product."""
-        shape, blocks = P.shape, 2 * self.num_joints
-        P = (self.F @ P.reshape(*shape[:-2], blocks, 2, shape[-1])).reshape(shape)
-        return (P.reshape(*shape[:-1], blocks, 2) @ self.F.T).reshape(shape)
-
     def predict(self, state: dict, scale: np.ndarray) -> None:
         x, P, mu = state["x"], state["P"], state["mu"]
+        C = 2 * self.num_joints
         cbar = mu @ self.M  # (n, 2) predicted mode probabilities
         omega = self.M[None] * mu[:, :, None] / cbar[:, None, :]  # (n, i, j): P(was i | is j)
         mixed_x = np.einsum("nij,nid->njd", omega, x)
-        spread = x[:, :, None, :] - mixed_x[:, None, :, :]  # (n, i, j, D)
-        mixed_P = np.einsum("nij,nijab->njab", omega,
-                            P[:, :, None] + spread[..., :, None] * spread[..., None, :])
+        # sum_i w_ij (x_i - x0_j)(x_i - x0_j)' with two models is w_0j w_1j (x_0 - x_1)(x_0 - x_1)'.
+        delta = x[:, 0] - x[:, 1]  # (n, D)
+        w0, w1 = omega[:, 0, :, None, None], omega[:, 1, :, None, None]  # (n, j, 1, 1)
+        mixed_P = w0 * P[:, :1] + w1 * P[:, 1:] + (w0 * w1) * (delta[:, None, :, None] * delta[:, None, None, :])
+        # F = [[I, I], [0, I]] on the [positions, velocities] quarters.
+        pp, pv = mixed_P[..., :C, :C], mixed_P[..., :C, C:]
+        vp, vv = mixed_P[..., C:, :C], mixed_P[..., C:, C:]
+        new_P = np.empty_like(mixed_P)
+        new_P[..., :C, :C] = (pp + vp) + (pv + vv)
+        new_P[..., :C, C:] = pv + vv
+        new_P[..., C:, :C] = vp + vv
+        new_P[..., C:, C:] = vv
         q = (self.noises[None] * scale[:, None]) ** 2  # (n, 2)
-        blocks = 2 * self.num_joints
-        state["x"] = (mixed_x.reshape(*x.shape[:2], blocks, 2) @ self.F.T).reshape(x.shape)
-        state["P"] = self._transition(mixed_P) + np.einsum(
-            "nm,ab->nmab", q, np.kron(np.eye(blocks), self.q_unit))
+        diagonal = np.arange(C)
+        for (a, b), unit in np.ndenumerate(self.q_unit):  # Q: q_unit[a, b] * q on each quarter's diagonal
+            new_P[:, :, a * C + diagonal, b * C + diagonal] += unit * q[..., None]
+        new_x = mixed_x.copy()
+        new_x[..., :C] += mixed_x[..., C:]
+        state["x"], state["P"] = new_x, new_P
 
     def restart(self, state: dict, joints: np.ndarray, positions: np.ndarray, pos_var: np.ndarray,
                 vel_var: np.ndarray) -> None:
         """As _BlockModel.restart, in both models."""
-        n = len(joints)
-        entries = np.repeat(joints, 4, axis=1)  # (n, 4K): joint j owns [x, vx, y, vy] at 4j..4j+3
-        x = np.zeros((n, 4 * self.num_joints))
-        x[:, self.positions_index] = positions.reshape(n, -1)
-        variances = np.repeat(vel_var[:, None], 4 * self.num_joints, axis=1)
-        variances[:, self.positions_index] = np.repeat(pos_var, 2, axis=1)
+        if not joints.any():
+            return
+        n, C = len(joints), 2 * self.num_joints
+        coords = np.repeat(joints, 2, axis=1)  # (n, C): joint j owns coordinates 2j (x) and 2j + 1 (y)
+        entries = np.concatenate([coords, coords], axis=1)  # (n, D): their positions and velocities
+        x = np.concatenate([positions.reshape(n, C), np.zeros((n, C))], axis=1)
+        variances = np.concatenate([np.repeat(pos_var, 2, axis=1), np.repeat(vel_var[:, None], C, axis=1)], axis=1)
         state["x"] = np.where(entries[:, None], x[:, None], state["x"])
         cleared = entries[:, None, :, None] | entries[:, None, None, :]
         P = np.where(cleared, 0.0, state["P"])
-        diagonal = np.arange(4 * self.num_joints)
+        diagonal = np.arange(2 * C)
         P[:, :, diagonal, diagonal] += np.where(entries, variances, 0.0)[:, None]
         state["P"] = P
 
     def mean(self, state: dict) -> np.ndarray:
-        """(n, 4K) the IMM's combined estimate: the mode-weighted mean of the models' states."""
+        """(n, 4K) the IMM's combined estimate, the mode-weighted mean of the models' states, in
+        this model's [positions, velocities] order."""
         return np.einsum("nm,nmd->nd", state["mu"], state["x"])
 
     def positions(self, state: dict) -> np.ndarray:
         """(n, K, 2) mode-weighted positions."""
-        return self.mean(state)[:, self.positions_index].reshape(len(state["x"]), self.num_joints, 2)
+        return self.mean(state)[:, :2 * self.num_joints].reshape(len(state["x"]), self.num_joints, 2)
 
     def measure(self, state: dict, joints: np.ndarray, z: np.ndarray, variance: np.ndarray) -> None:
         """IMM update of the rows with any measured joint (filterpy skips the update of a person with
@@ -267,27 +280,27 @@ class _ImmModel:
         if len(rows) == 0:
             return
         x, P, mu = state["x"][rows], state["P"][rows], state["mu"][rows]
-        use = np.repeat(joints[rows], 2, axis=1)  # (n, 2K)
+        C = 2 * self.num_joints
+        use = np.repeat(joints[rows], 2, axis=1)  # (n, C)
+        on = use.astype(np.float64)
         r = np.where(use, np.repeat(variance[rows], 2, axis=1), 1.0)
-        index = self.positions_index
-        HP = np.where(use[:, None, :, None], P[:, :, index, :], 0.0)  # (n, 2, 2K, D)
-        PHt = np.where(use[:, None, None, :], P[:, :, :, index], 0.0)  # (n, 2, D, 2K)
-        S = np.where(use[:, None, None, :], HP[:, :, :, index], 0.0)
-        S[:, :, np.arange(len(index)), np.arange(len(index))] += r[:, None]
+        PHt = P[..., :C] * on[:, None, None, :]  # (n, 2, D, C): H picks the measured positions
+        S = PHt[..., :C, :] * on[:, None, :, None]
+        S[..., np.arange(C), np.arange(C)] += r[:, None]
         SI = np.linalg.inv(S)
-        gain = PHt @ SI  # (n, 2, D, 2K)
-        measured_z = np.where(use, z[rows].reshape(len(rows), -1), 0.0)  # (n, 2K)
-        innovation = measured_z[:, None, :] - np.where(use[:, None], x[:, :, index], 0.0)  # (n, 2, 2K)
+        gain = PHt @ SI  # (n, 2, D, C)
+        measured_z = np.where(use, z[rows].reshape(len(rows), C), 0.0)
+        innovation = measured_z[:, None] - x[..., :C] * on[:, None]  # (n, 2, C); 0 where not measured
         new_x = x + (gain @ innovation[..., None])[..., 0]
-        # Joseph form (I - KH) P (I - KH)' + K R K', as filterpy computes it, without forming I - KH:
-        # A P = P - K (H P); (A P) H' = P H' - K (H P H'); P' = A P - ((A P) H' - K R) K'.
-        AP = P - gain @ HP
-        APHt = PHt - gain @ (S - r[:, None, :, None] * np.eye(len(index)))
-        new_P = AP - (APHt - gain * r[:, None, None, :]) @ np.swapaxes(gain, -1, -2)
+        # P - K H P, made symmetric again: the same matrix as filterpy's Joseph form
+        # (I - KH) P (I - KH)' + K R K' for the optimal gain, to rounding.
+        HP = P[..., :C, :] * on[:, None, :, None]  # (n, 2, C, D), = PHt' for a symmetric P
+        new_P = P - gain @ HP
+        new_P = (new_P + np.swapaxes(new_P, -1, -2)) / 2
         # Mode probabilities: Bayes' rule on the models' log-likelihoods, the larger one subtracted.
         _, log_det = np.linalg.slogdet(S)
         mahalanobis = np.einsum("nma,nmab,nmb->nm", innovation, SI, innovation)
-        log_likelihood = -0.5 * (mahalanobis + log_det + len(index) * np.log(2 * np.pi))
+        log_likelihood = -0.5 * (mahalanobis + log_det + C * np.log(2 * np.pi))
         likelihood = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
         new_mu = (mu @ self.M) * likelihood
         new_mu /= new_mu.sum(axis=1, keepdims=True)
@@ -397,12 +410,16 @@ class KalmanBank:
     def _choose_scale(self, rows, scales, keypoints, scores, measured) -> np.ndarray:
         """(n,) person sizes: the given one where usable, else measured from >= 2 confident joints,
         else the person's last known size."""
-        given = np.isfinite(scales) & (scales > 0)
         with np.errstate(invalid="ignore"):
-            measured_scale = keypoint_box_diagonals(keypoints, np.where(measured, scores, 0.0),
-                                                    self.config.score_threshold)
-            usable = (measured.sum(axis=1) >= 2) & np.isfinite(measured_scale) & (measured_scale > 0)
-        scale = np.where(given, scales, np.where(usable, measured_scale, self._scale[rows]))
+            given = np.isfinite(scales) & (scales > 0)
+        scale = np.where(given, scales, self._scale[rows])
+        if not given.all():  # measure only whom it is needed for (the pipeline always gives a size)
+            ask = ~given
+            with np.errstate(invalid="ignore"):
+                measured_scale = keypoint_box_diagonals(keypoints[ask], np.where(measured[ask], scores[ask], 0.0),
+                                                        self.config.score_threshold)
+                usable = (measured[ask].sum(axis=1) >= 2) & np.isfinite(measured_scale) & (measured_scale > 0)
+            scale[ask] = np.where(usable, measured_scale, scale[ask])
         self._scale[rows] = scale
         return scale
 
@@ -521,7 +538,7 @@ class KeypointKalman:
         """(4K,) or (6K,) state estimate: the mode-weighted mean for "imm"."""
         state = self._state()
         if isinstance(self._bank.model, _ImmModel):
-            return self._bank.model.mean(state)[0]
+            return self._bank.model.mean(state)[0][self._bank.model.old_order]  # filterpy's layout
         return state["x"][0].reshape(-1)
 
     @property
