@@ -200,6 +200,10 @@ class _ImmModel:
         self.x = np.zeros((0, 2, 2 * coords))
         self.P = np.zeros((0, 2, 2 * coords, 2 * coords))
         self.mu = np.zeros((0, 2))
+        diagonal, dim = np.arange(coords), 2 * coords
+        self.q_index = np.concatenate([(a * coords + diagonal) * dim + b * coords + diagonal
+                                       for a in range(2) for b in range(2)])  # (4C,) into a flat (D * D)
+        self.q_values = np.repeat(self.q_unit.reshape(-1), coords)  # (4C,)
         # old_order[k]: index in this state of entry k of filterpy's [x, vx, y, vy] per joint layout
         c = np.arange(coords)
         self.old_order = np.stack([c, coords + c], axis=1).reshape(-1)
@@ -238,9 +242,9 @@ class _ImmModel:
         new_P[..., C:, :C] = vp + vv
         new_P[..., C:, C:] = vv
         q = (self.noises[None] * scale[:, None]) ** 2  # (n, 2)
-        diagonal = np.arange(C)
-        for (a, b), unit in np.ndenumerate(self.q_unit):  # Q: q_unit[a, b] * q on each quarter's diagonal
-            new_P[:, :, a * C + diagonal, b * C + diagonal] += unit * q[..., None]
+        # Q: q_unit[a, b] * q on the diagonal of quarter (a, b), added through one flat index.
+        flat = new_P.reshape(*new_P.shape[:2], -1)
+        flat[..., self.q_index] += q[..., None] * self.q_values
         new_x = mixed_x.copy()
         new_x[..., :C] += mixed_x[..., C:]
         state["x"], state["P"] = new_x, new_P
