@@ -74,6 +74,8 @@ class _FrameRecord:
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row of each id (m,) in this record, and whether it is there at all (m,) bool."""
+        if np.array_equal(self.ids, ids):  # the same people as the frame asked about (the usual case)
+            return np.arange(len(ids)), np.ones(len(ids), bool)
         if len(self.ids) == 0:
             return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
         order = np.argsort(self.ids, kind="stable")
@@ -96,8 +98,10 @@ def _inverse(matrices: np.ndarray) -> np.ndarray:
         a, b = matrices[:, 0, 0], matrices[:, 0, 1]
         c, d = matrices[:, 1, 0], matrices[:, 1, 1]
         det = a * d - b * c
-        if np.all(det != 0) and np.isfinite(det).all():
-            return np.stack([np.stack([d, -b], axis=-1), np.stack([-c, a], axis=-1)], axis=-2) / det[:, None, None]
+        if np.isfinite(1.0 / det).all():
+            inverse = np.empty_like(matrices)
+            inverse[:, 0, 0], inverse[:, 0, 1], inverse[:, 1, 0], inverse[:, 1, 1] = d, -b, -c, a
+            return inverse / det[:, None, None]
     try:
         return np.linalg.inv(matrices)
     except np.linalg.LinAlgError:
@@ -232,6 +236,10 @@ class FixedLagStage:
             if len(record.ids) == 0:
                 continue
             rows, present[step] = record.rows(first.ids)
+            if present[step].all():
+                xs[step], Ps[step], qs[step], restarted[step] = (record.x[rows], record.P[rows], record.q[rows],
+                                                                 record.restarted[rows])
+                continue
             here = present[step]
             xs[step, here], Ps[step, here] = record.x[rows[here]], record.P[rows[here]]
             qs[step, here], restarted[step, here] = record.q[rows[here]], record.restarted[rows[here]]
