@@ -184,8 +184,8 @@ class _ImmModel:
     whole state), so each model keeps a full covariance per person. The state is ordered
     [positions (C), velocities (C)] over the C = 2K coordinates (not joint by joint): F, Q and H
     then act on four (C, C) quarters of P, so the prediction is a few additions and the update
-    five batched (C, C) products per person and model, instead of filterpy's (4K, 4K) ones one
-    person at a time. Written by hand because filterpy's IMMEstimator and KalmanFilter take one
+    two batched products ((D, C) by (C, C) and (D, C) by (C, D)) and a (C, C) inverse per person
+    and model, instead of filterpy's (D, D) products one person at a time. Written by hand because filterpy's IMMEstimator and KalmanFilter take one
     state at a time; tests/test_smoothing_vectorised.py holds this equal to them within 1e-9.
     """
 
