@@ -340,6 +340,8 @@ class KalmanBank:
         self._rows: dict[int, int] = {}  # track id -> row of the state arrays
         self.jumped = np.zeros((0, 0), bool)
         self.restarted = np.zeros((0, 0), bool)
+        self.log_likelihood = np.zeros((0, 2))
+        self.last_scale = np.zeros(0)
 
     def _build(self, num_joints: int) -> None:
         config = self.config
@@ -442,6 +444,11 @@ class KalmanBank:
         if len(set(track_ids)) != len(track_ids):
             raise ValueError(f"each track id at most once per update, got {track_ids}")
         n = len(track_ids)
+        if n == 0:  # nobody this frame: nothing changes
+            joints = self.num_joints or 0
+            self.jumped = self.restarted = np.zeros((0, joints), bool)
+            self.log_likelihood, self.last_scale = np.zeros((0, 2)), np.zeros(0)
+            return np.zeros((0, joints, 2), np.float32), np.zeros((0, joints), bool)
         keypoints = np.asarray(keypoints, np.float64).reshape(n, -1, 2)
         raw_scores = np.asarray(scores, np.float64).reshape(n, -1)
         if raw_scores.shape != keypoints.shape[:2]:
