@@ -125,6 +125,8 @@ def test_bank_frees_ids_and_new_ids_start_afresh():
                                        references[ids[n]].x[references[ids[n]]._positions], rtol=0, atol=TOLERANCE)
     bank.retain([])
     assert len(bank) == 0
+    smoothed, visible = bank.update([], np.zeros((0, K, 2)), np.zeros((0, K)))  # nobody: nothing happens
+    assert smoothed.shape == (0, K, 2) and visible.shape == (0, K) and len(bank) == 0
     with pytest.raises(ValueError, match="at most once"):
         bank.update([1, 1], np.zeros((2, K, 2)), np.ones((2, K)))
 
