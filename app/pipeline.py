@@ -75,7 +75,7 @@ class PosePipeline:
         self._next_boxes = np.zeros((0, 4), np.float32)  # derived from the last keypoints
         self._anchors: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (detector box, keypoint box then)
         self._detections: dict[int, list[tuple[int, np.ndarray]]] = {}  # id -> recent (frame, detector box)
-        self._steady: dict[int, bool] = {}  # id -> keypoints steady on every frame since its last detection
+        self._unsteady: dict[int, int] = {}  # id -> frames with unsteady keypoints since its last detection
         self._frame_index = 0
         self._next_scores = np.zeros((0,), np.float32)
         self._frames_since_detect = 0
@@ -85,7 +85,7 @@ class PosePipeline:
         """Forget every track (a new scene, or a frame size change); ids continue, never reused."""
         self._tracker.reset()
         self._smoothers.reset()
-        self._anchors, self._detections, self._steady = {}, {}, {}
+        self._anchors, self._detections, self._unsteady = {}, {}, {}
         self._next_boxes = np.zeros((0, 4), np.float32)
         self._next_scores = np.zeros((0,), np.float32)
         self._frames_since_detect = 0
@@ -185,16 +185,17 @@ class PosePipeline:
         alone shrinks the box, a foot the model missed is cut from the next crop, found even less,
         and so on; docs/detect_schedule.md: street recall 51% -> 69%, id switches 32 -> 10). Where
         it moves to:
-        - keypoints steady since that detection (every frame, most measured joints were Kalman
-          updates, not gate restarts): as far as their keypoint box has moved since;
-        - otherwise (keypoints that jump about, e.g. an untrained model's): by the box's own
-          motion, constant velocity from its recent detector boxes. Boxes carried from unsteady
+        - keypoints steady since that detection (the Kalman gate restarted half of the measured
+          joints on at most one frame since; one such frame can be a real sudden move): as far
+          as their keypoint box has moved since;
+        - otherwise (keypoints that jump about frame after frame, e.g. an untrained model's): by
+          the box's own motion, constant velocity from its recent detector boxes. Boxes carried from unsteady
           keypoints drift off their people and the next detection starts new ids
-          (docs/detect_schedule.md, issue 17: 93 ids against 34 with the detector on every frame).
+          (docs/detect_schedule.md, issue 17: street.avi 93 ids, now 35, against 34 with the detector on every frame).
         """
         self._frame_index += 1
         if not people:
-            self._anchors, self._detections, self._steady = {}, {}, {}
+            self._anchors, self._detections, self._unsteady = {}, {}, {}
             self._next_boxes = np.zeros((0, 4), np.float32)
             self._next_scores = np.zeros((0,), np.float32)
             return
@@ -203,16 +204,16 @@ class PosePipeline:
         scores = np.stack([np.where(p.visible, p.scores, 0.0) for p in people]).astype(np.float32)
         derived = np.asarray(boxes_from_keypoints(keypoints, scores, threshold=self.config.keypoint_threshold),
                              np.float32).reshape(-1, 4)
-        # Steady keypoints: at least half of the measured joints (and two) were updated by the
-        # filter rather than restarted by its gate (a jump of > gate person sizes in one frame).
+        # Steady keypoints: the filter's gate (a jump of > gate person sizes in one frame) restarted
+        # fewer than half of the measured joints. Joints returning from an occlusion restart too,
+        # but are no sign of noise, so only gate jumps count.
         raw_scores = np.stack([p.scores for p in people])
         finite = np.isfinite(np.stack([p.raw_keypoints for p in people])).all(axis=2)
         measured = finite & (raw_scores >= self.config.smoothing.score_threshold)
-        updated = (measured & ~self._smoothers.restarted).sum(axis=1)
-        steady = (updated >= 2) & (updated >= 0.5 * measured.sum(axis=1))
+        steady = self._smoothers.jumped.sum(axis=1) < 0.5 * np.maximum(measured.sum(axis=1), 1)
         if detected:
             # A new track starts trusted (its joints all start afresh on its first frame).
-            self._steady = {track_id: bool(steady[i]) or track_id not in self._steady for i, track_id in enumerate(ids)}
+            self._unsteady = {track_id: int(not steady[i] and track_id in self._unsteady) for i, track_id in enumerate(ids)}
             self._anchors = {track_id: (people[i].box.copy(), derived[i]) for i, track_id in enumerate(ids)
                              if np.isfinite(derived[i]).all()}
             horizon = 3 * max(self.config.detect_every, 1)  # detector boxes older than this say little
@@ -220,17 +221,20 @@ class PosePipeline:
                                            if self._frame_index - f <= horizon] + [(self._frame_index, people[i].box.copy())]
                                 for i, track_id in enumerate(ids)}
         else:
-            self._steady = {track_id: self._steady.get(track_id, False) and bool(steady[i])
-                            for i, track_id in enumerate(ids)}
+            self._unsteady = {track_id: self._unsteady.get(track_id, 0) + int(not steady[i])
+                              for i, track_id in enumerate(ids)}
         boxes = derived.copy()
         for i, track_id in enumerate(ids):
             anchor = self._anchors.get(track_id)
             history = self._detections.get(track_id)
-            if anchor is not None and np.isfinite(derived[i]).all() and self._steady.get(track_id, False):
+            if anchor is None or not np.isfinite(derived[i]).all():
+                continue  # too few confident joints, now or at the detection: the keypoints' own box (or none)
+            # One unsteady frame can be a real sudden move; noise is unsteady frame after frame.
+            if self._unsteady.get(track_id, 0) < 2 or not history:
                 detector_box, derived_then = anchor
                 shift = (derived[i, :2] + derived[i, 2:]) / 2 - (derived_then[:2] + derived_then[2:]) / 2
                 boxes[i] = detector_box + np.concatenate([shift, shift])
-            elif history:
+            else:
                 boxes[i] = constant_velocity_box(history, self._frame_index + 1)
         height, width = shape[:2]
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)

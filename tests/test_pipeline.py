@@ -261,14 +261,16 @@ def run_walkers(pipeline_class, frames: int = 120) -> tuple[set, list[float]]:
 
 
 def test_noise_keypoints_do_not_carry_boxes_off_their_people():
-    # Keypoints that jump about are never steady: the boxes move at their own detected velocity,
+    # Keypoints that jump about are unsteady frame after frame: the boxes move at their own detected velocity,
     # so every walker keeps one id and a box on them. The rule before issue 17 (boxes follow the
     # keypoints whatever they are) loses them on the same input: the test can tell the two apart.
     from benchmarks.box_carry import KeypointCarryPipeline
 
     ids, ious = run_walkers(PosePipeline)
     assert len(ids) == 4
-    assert min(ious) >= 0.8 and len(ious) >= 4 * 100
+    # >= 0.5: on its person on every frame (the keypoints move it on the one frame after a
+    # detection that a single unsteady frame is forgiven; the tracker pairs from IoU 0.3).
+    assert min(ious) >= 0.5 and len(ious) >= 4 * 100
     old_ids, old_ious = run_walkers(KeypointCarryPipeline)
     assert len(old_ids) > 4 or min(old_ious) < 0.5
 
