@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from app.smoothing import KalmanConfig, KeypointKalman
+from app.smoothing import KalmanBank, KalmanConfig
 
 
 def offline_kalman_config() -> KalmanConfig:
@@ -56,19 +56,31 @@ class OfflineConfig:
 
 
 @dataclass
-class _Record:
-    """One forward-filter step of one track: what the backward pass and the output need.
-
-    The state is 2K independent blocks of `b` entries (b = 2 for [position, velocity], one block per
-    joint and axis): F, Q and P are block-diagonal, so only the blocks are kept."""
+class _FrameRecord:
+    """One frame's forward-filter step of the n people smoothed on it: what the backward pass and the
+    output need. The state is 2K independent blocks of `b` entries per person (b = 2 for [position,
+    velocity], one block per joint and axis): F, Q and P are block-diagonal, so only the blocks are
+    kept, and Q is the same block for all of a person's joints, q_unit * q."""
 
     frame: int  # the stage's frame counter
-    x: np.ndarray  # (2K, b) filtered state
-    P: np.ndarray  # (2K, b, b) filtered covariance blocks
-    Q: np.ndarray  # (2K, b, b) process noise blocks of the prediction into this frame
-    restarted: np.ndarray  # (K,) joints that started afresh at this frame
-    smoothed: np.ndarray  # (K, 2) forward output (the raw value for hidden joints)
-    visible: np.ndarray  # (K,) bool
+    ids: np.ndarray  # (n,) track ids, in the order of `people`
+    people: np.ndarray  # (n,) index of each in the frame's result.people
+    x: np.ndarray  # (n, 2K, b) filtered states
+    P: np.ndarray  # (n, 2K, b, b) filtered covariance blocks
+    q: np.ndarray  # (n,) process-noise scale of the prediction into this frame, (noise * size)^2
+    restarted: np.ndarray  # (n, K) joints that started afresh at this frame
+    smoothed: np.ndarray  # (n, K, 2) forward output (the raw value for hidden joints)
+    visible: np.ndarray  # (n, K) bool
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row of each id (m,) in this record, and whether it is there at all (m,) bool."""
+        if np.array_equal(self.ids, ids):  # the same people as the frame asked about (the usual case)
+            return np.arange(len(ids)), np.ones(len(ids), bool)
+        if len(self.ids) == 0:
+            return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+        order = np.argsort(self.ids, kind="stable")
+        where = np.minimum(np.searchsorted(self.ids[order], ids), len(order) - 1)
+        return order[where], self.ids[order[where]] == ids
 
 
 def state_blocks(x: np.ndarray, P: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +88,24 @@ def state_blocks(x: np.ndarray, P: np.ndarray, b: int) -> tuple[np.ndarray, np.n
     n = len(x) // b
     index = b * np.arange(n)[:, None] + np.arange(b)[None, :]  # (n, b)
     return x.reshape(n, b), P[index[:, :, None], index[:, None, :]]
+
+
+def _inverse(matrices: np.ndarray) -> np.ndarray:
+    """Inverses of (n, b, b) matrices; 2 x 2 ones in closed form (numpy's stacked inverse costs
+    more than the whole backward pass for them); the pseudo-inverse where one is singular (only
+    with degenerate inputs, e.g. a zero person size)."""
+    if matrices.shape[-1] == 2:
+        a, b = matrices[:, 0, 0], matrices[:, 0, 1]
+        c, d = matrices[:, 1, 0], matrices[:, 1, 1]
+        det = a * d - b * c
+        if np.isfinite(1.0 / det).all():
+            inverse = np.empty_like(matrices)
+            inverse[:, 0, 0], inverse[:, 0, 1], inverse[:, 1, 0], inverse[:, 1, 1] = d, -b, -c, a
+            return inverse / det[:, None, None]
+    try:
+        return np.linalg.inv(matrices)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(matrices)
 
 
 def rts_blocks(xs: np.ndarray, Ps: np.ndarray, F: np.ndarray, Qs: np.ndarray, cut: np.ndarray) -> np.ndarray:
@@ -89,15 +119,12 @@ def rts_blocks(xs: np.ndarray, Ps: np.ndarray, F: np.ndarray, Qs: np.ndarray, cu
     two agree to 1e-9), written per block because filterpy's works on the full (D, D) matrices:
     for 17 joints that is a 68 x 68 inverse and several 68 x 68 products per step, 10 times the
     time of these batched 2 x 2 ones (2.1 ms against 0.21 ms per 9-frame window,
-    docs/smoothing.md), and the offline stage runs it for every person and frame.
+    docs/smoothing.md), and the offline stage runs it for all people of a frame at once.
     """
     smoothed = xs[-1]
     for k in range(len(xs) - 2, -1, -1):
         predicted_cov = F @ Ps[k] @ F.T + Qs[k + 1]  # (n, b, b)
-        try:
-            inverse = np.linalg.inv(predicted_cov)
-        except np.linalg.LinAlgError:  # only with degenerate inputs (e.g. a zero person size)
-            inverse = np.linalg.pinv(predicted_cov)
+        inverse = _inverse(predicted_cov)
         gain = Ps[k] @ F.T @ inverse
         gain[cut[k + 1]] = 0.0
         predicted = xs[k] @ F.T  # (n, b)
@@ -105,16 +132,13 @@ def rts_blocks(xs: np.ndarray, Ps: np.ndarray, F: np.ndarray, Qs: np.ndarray, cu
     return smoothed
 
 
-class _Track:
-    def __init__(self, config: KalmanConfig):
-        self.kalman = KeypointKalman(config)
-        self.records: deque[_Record] = deque()
-        self.last_seen = -1
-
-
 class FixedLagStage:
     """Delays (item, FrameResult) pairs by `lag` frames and replaces their keypoints with fixed-lag
-    smoothed ones; see the module docstring. fps sets lag = max(1, round(lag_s * fps))."""
+    smoothed ones; see the module docstring. fps sets lag = max(1, round(lag_s * fps)).
+
+    All people of a frame go through one `KalmanBank` update forward and one batched backward pass
+    when their frame is given back (no Python loop per person in the arithmetic); equal within 1e-9
+    to the per-person stage it replaced (tests/offline_reference.py, tests/test_smoothing_vectorised.py)."""
 
     def __init__(self, fps: float, config: OfflineConfig | None = None, lag: int | None = None):
         self.config = config or OfflineConfig()
@@ -124,8 +148,9 @@ class FixedLagStage:
             fps = fps if fps and np.isfinite(fps) and fps > 0 else 25.0
             lag = int(round(self.config.lag_s * fps))
         self.lag = max(1, int(lag))
-        self._pending: deque[tuple[int, object, object]] = deque()  # (frame counter, item, result)
-        self._tracks: dict[int, _Track] = {}
+        self._pending: deque[tuple[_FrameRecord, object, object]] = deque()  # (record, item, result)
+        self._bank = KalmanBank(self.config.kalman)
+        self._last_seen: dict[int, int] = {}  # track id -> last frame it was smoothed on
         self._frame = 0
 
     def __len__(self) -> int:
@@ -134,79 +159,107 @@ class FixedLagStage:
 
     def state_size(self) -> dict[str, int]:
         """What is held: it must stay bounded however long the video."""
-        return {"frames": len(self._pending), "tracks": len(self._tracks),
-                "records": sum(len(track.records) for track in self._tracks.values())}
+        return {"frames": len(self._pending), "tracks": len(self._bank),
+                "records": sum(len(record.ids) for record, _, _ in self._pending)}
 
     def push(self, item, result) -> list[tuple[object, object]]:
         """Filter this frame's people forward; return the pairs now `lag` frames old, smoothed."""
         frame = self._frame
         self._frame += 1
-        for person in result.people:
-            track = self._tracks.get(person.track_id)
-            if track is None:
-                track = self._tracks[person.track_id] = _Track(self.config.kalman)
-            if track.last_seen == frame:
-                continue  # the same id twice in one frame: the second passes through unsmoothed
-            track.last_seen = frame
-            box = np.asarray(person.box, np.float64)
-            scale = float(np.hypot(box[2] - box[0], box[3] - box[1]))
-            smoothed, visible = track.kalman.update(person.raw_keypoints, person.scores, scale=scale)
-            kalman = track.kalman
-            b = kalman.block_size // 2
-            x, P = state_blocks(kalman.x, kalman.P, b)
-            _, Q = state_blocks(kalman.x, kalman.last_q, b)
-            track.records.append(_Record(frame, x.copy(), P, Q, kalman.restarted.copy(), smoothed, visible))
-        self._pending.append((frame, item, result))
+        ids = np.array([person.track_id for person in result.people], np.int64)
+        # The same id twice in one frame: the second passes through unsmoothed.
+        _, first = np.unique(ids, return_index=True)
+        first = np.sort(first)
+        record = self._forward(frame, ids[first], first, [result.people[i] for i in first])
+        self._pending.append((record, item, result))
         ready = []
         while len(self._pending) > self.lag:
             ready.append(self._emit())
         self._forget(frame)
         return ready
 
+    def _forward(self, frame: int, ids: np.ndarray, people_index: np.ndarray, people: list) -> _FrameRecord:
+        b = self._bank.order
+        if not people:
+            return _FrameRecord(frame, ids, people_index, np.zeros((0, 0, b)), np.zeros((0, 0, b, b)),
+                                np.zeros(0), np.zeros((0, 0), bool), np.zeros((0, 0, 2)), np.zeros((0, 0), bool))
+        boxes = np.stack([np.asarray(person.box, np.float64) for person in people])
+        scales = np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        smoothed, visible = self._bank.update(
+            ids, np.stack([person.raw_keypoints for person in people]),
+            np.stack([person.scores for person in people]), scales)
+        state = self._bank.model.take(self._bank.rows_of(ids))
+        q = (self._bank.model.noises[0] * self._bank.last_scale) ** 2
+        self._last_seen.update(zip(ids.tolist(), [frame] * len(ids)))
+        return _FrameRecord(frame, ids, people_index, state["x"], state["P"], q, self._bank.restarted.copy(),
+                            smoothed, visible)
+
     def flush(self) -> list[tuple[object, object]]:
         """The input ended: every pair still held, smoothed with what followed it, in order."""
         ready = [self._emit() for _ in range(len(self._pending))]
-        self._tracks.clear()
+        self._bank.reset()
+        self._last_seen.clear()
         return ready
 
     def _forget(self, frame: int) -> None:
-        for track_id in [i for i, t in self._tracks.items()
-                         if not t.records and frame - t.last_seen > self.config.forget_after]:
-            del self._tracks[track_id]
+        """Tracks unseen for `forget_after` frames whose frames were all given back."""
+        oldest = self._pending[0][0].frame if self._pending else frame + 1
+        gone = [i for i, seen in self._last_seen.items() if seen < oldest and frame - seen > self.config.forget_after]
+        self._bank.drop(gone)
+        for track_id in gone:
+            del self._last_seen[track_id]
 
     def _emit(self) -> tuple[object, object]:
-        frame, item, result = self._pending.popleft()
-        people = []
-        for person in result.people:
-            track = self._tracks.get(person.track_id)
-            if track is None or not track.records or track.records[0].frame != frame:
-                people.append(person)  # a duplicate id (see push): as the pipeline made it
-                continue
-            record = track.records[0]
-            smoothed = record.smoothed.copy()
-            positions = self._backward(track)
-            shown = record.visible
-            smoothed[shown] = positions[shown]
-            track.records.popleft()
-            people.append(replace(person, smoothed_keypoints=smoothed.astype(np.float32),
-                                  visible=record.visible.copy()))
+        record, item, result = self._pending.popleft()
+        if len(record.ids) == 0:
+            return item, result
+        positions = self._backward(record)
+        smoothed = record.smoothed.copy()
+        smoothed[record.visible] = positions[record.visible]
+        smoothed = smoothed.astype(np.float32)
+        people = list(result.people)  # duplicates of an id (see push): as the pipeline made them
+        for n, index in enumerate(record.people):
+            people[index] = replace(people[index], smoothed_keypoints=smoothed[n], visible=record.visible[n].copy())
         return item, replace(result, people=people)
 
-    def _backward(self, track: _Track) -> np.ndarray:
-        """(K, 2) positions of the track's oldest record, RTS-smoothed over all its records."""
-        records = track.records
-        kalman = track.kalman
-        b = kalman.block_size // 2
-        if len(records) == 1:
-            return records[0].x[:, 0].reshape(-1, 2)
-        xs = np.stack([r.x for r in records])
-        Ps = np.stack([r.P for r in records])
-        Qs = np.stack([r.Q for r in records])
+    def _backward(self, first: _FrameRecord) -> np.ndarray:
+        """(n, K, 2) positions of the n people of the oldest frame, each RTS-smoothed over their own
+        records in the frames held after it (frames they are absent from are skipped, as their
+        forward filter skipped them), all people in one batched pass."""
+        records = [first] + [record for record, _, _ in self._pending]
+        n, blocks, b = first.x.shape
+        L = len(records)
+        xs, Ps = np.zeros((L, n, blocks, b)), np.zeros((L, n, blocks, b, b))
+        qs, restarted = np.zeros((L, n)), np.zeros((L, n, blocks // 2), bool)
+        present = np.zeros((L, n), bool)
+        for step, record in enumerate(records):  # a loop over the lag's frames, not over people
+            if len(record.ids) == 0:
+                continue
+            rows, present[step] = record.rows(first.ids)
+            if present[step].all():
+                xs[step], Ps[step], qs[step], restarted[step] = (record.x[rows], record.P[rows], record.q[rows],
+                                                                 record.restarted[rows])
+                continue
+            here = present[step]
+            xs[step, here], Ps[step, here] = record.x[rows[here]], record.P[rows[here]]
+            qs[step, here], restarted[step, here] = record.q[rows[here]], record.restarted[rows[here]]
+        # Each person's window: their own records in order. Frames they are absent from move to the
+        # end as copies of their last record, cut off (F = 0 into them) so they change nothing.
+        real = present
+        if not present.all():
+            order = np.argsort(~present, axis=0, kind="stable")  # (L, n): present frames first
+            count = present.sum(axis=0)  # >= 1: everyone in `first` is present at step 0
+            real = np.arange(L)[:, None] < count[None, :]
+            source = np.where(real, order, order[count - 1, np.arange(n)][None, :])
+            people = np.arange(n)[None, :]
+            xs, Ps, qs, restarted = xs[source, people], Ps[source, people], qs[source, people], restarted[source, people]
         # A restart is a jump the motion model does not explain: F = 0 into it cuts the joint's past
         # from its new segment (both axes of the joint).
-        cut = np.repeat(np.stack([r.restarted for r in records]), 2, axis=1)
-        F = kalman.F[:b, :b]
-        return rts_blocks(xs, Ps, F, Qs, cut)[:, 0].reshape(-1, 2)
+        cut = np.repeat(restarted, 2, axis=2) | ~real[:, :, None]  # (L, n, 2K)
+        Qs = np.broadcast_to((self._bank.model.q_unit * qs[..., None, None])[:, :, None], (L, n, blocks, b, b))
+        smoothed = rts_blocks(xs.reshape(L, n * blocks, b), Ps.reshape(L, n * blocks, b, b), self._bank.model.F,
+                              Qs.reshape(L, n * blocks, b, b), cut.reshape(L, n * blocks))
+        return smoothed[:, 0].reshape(n, blocks // 2, 2)
 
 
 SMOOTHING_MODES = ("auto", "live", "offline")

@@ -5,8 +5,9 @@ raw and smoothed keypoints, and how long each stage took. Input/output, threads 
 live in `app.demo`; the stages themselves live in their own modules and know nothing of each other.
 
 Detector scheduling (why not every frame): YOLO costs about as much as one pose forward pass on a CPU.
-Between detections each tracked person's box is derived from their last smoothed keypoints, which
-follow the person as well as a fresh detection does while the keypoints are confident. The detector
+Between detections each tracked person's box is carried from their last smoothed keypoints, which
+follow the person as well as a fresh detection does while the keypoints are steady, and by the
+box's own recent motion when they are not (`_derive_next_boxes`). The detector
 runs again every `detect_every` frames (people may have entered), as soon as a track's keypoints
 turn weak (the box may have slipped off the person), and when no one is tracked.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.smoothing import KalmanConfig, KeypointKalman
+from app.smoothing import KalmanBank, KalmanConfig
 from app.tracker import IouTracker, TrackerConfig, boxes_from_keypoints
 
 
@@ -70,9 +71,12 @@ class PosePipeline:
         self.kalman = self.config.kalman
         self.detector_calls = 0
         self._tracker = IouTracker(self.config.tracker)
-        self._smoothers: dict[int, KeypointKalman] = {}
+        self._smoothers = KalmanBank(self.config.smoothing)  # every tracked person's filter, keyed by id
         self._next_boxes = np.zeros((0, 4), np.float32)  # derived from the last keypoints
         self._anchors: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (detector box, keypoint box then)
+        self._detections: dict[int, list[tuple[int, np.ndarray]]] = {}  # id -> recent (frame, detector box)
+        self._unsteady: dict[int, int] = {}  # id -> frames with unsteady keypoints since its last detection
+        self._frame_index = 0
         self._next_scores = np.zeros((0,), np.float32)
         self._frames_since_detect = 0
         self._frame_shape: tuple[int, ...] | None = None
@@ -81,8 +85,8 @@ class PosePipeline:
         """Forget every track (a new scene, or a frame size change); ids continue, never reused,
         unless `restart_ids` (a folder of unrelated images: each image numbers its people from 1)."""
         self._tracker.reset(restart_ids)
-        self._smoothers.clear()
-        self._anchors = {}
+        self._smoothers.reset()
+        self._anchors, self._detections, self._unsteady = {}, {}, {}
         self._next_boxes = np.zeros((0, 4), np.float32)
         self._next_scores = np.zeros((0,), np.float32)
         self._frames_since_detect = 0
@@ -133,8 +137,7 @@ class PosePipeline:
         # boxes a frame against 13 people on street.avi) never cost a crop.
         t0 = time.perf_counter()
         ids = self._tracker.update(boxes, box_scores)
-        for dead in set(self._smoothers) - set(self._tracker.active_ids()):
-            del self._smoothers[dead]
+        self._smoothers.retain(self._tracker.active_ids())
         timings["track"] = (time.perf_counter() - t0) * 1000
         kept = np.flatnonzero(ids >= 0)  # REFUSED (-1): not finite, or too weak to start a person
         boxes, box_scores, ids = boxes[kept], box_scores[kept], ids[kept]
@@ -147,19 +150,15 @@ class PosePipeline:
 
         t0 = time.perf_counter()
         people = []
-        for i, track_id in enumerate(ids):
-            track_id = int(track_id)
-            smoother = self._smoothers.get(track_id)
-            if smoother is None:
-                smoother = self._smoothers[track_id] = KeypointKalman(self.config.smoothing)
-            box = boxes[i]
-            scale = float(np.hypot(box[2] - box[0], box[3] - box[1]))
-            smoothed, visible = smoother.update(keypoints[i], scores[i], scale=scale)
-            people.append(Person(
-                track_id=track_id, box=np.asarray(box, np.float32), box_score=float(box_scores[i]),
-                raw_keypoints=keypoints[i], smoothed_keypoints=smoothed, scores=scores[i],
-                visible=visible, kalman=self.kalman,
-            ))
+        if len(ids):
+            # One batched update for everyone (app.smoothing.KalmanBank); the scale is the box diagonal.
+            scales = np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).astype(np.float64)  # as float32 boxes
+            smoothed, visible = self._smoothers.update(ids.tolist(), keypoints, scores, scales)
+            people = [Person(
+                track_id=int(track_id), box=np.asarray(boxes[i], np.float32), box_score=float(box_scores[i]),
+                raw_keypoints=keypoints[i], smoothed_keypoints=smoothed[i], scores=scores[i],
+                visible=visible[i], kalman=self.kalman,
+            ) for i, track_id in enumerate(ids)]
         timings["smooth"] = (time.perf_counter() - t0) * 1000
 
         self._derive_next_boxes(people, frame.shape, detected)
@@ -181,34 +180,80 @@ class PosePipeline:
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1)
 
     def _derive_next_boxes(self, people: list[Person], shape: tuple[int, ...], detected: bool) -> None:
-        """Boxes for the next frame from this frame's smoothed keypoints, clipped to the frame.
-        detected: whether `people`'s boxes are this frame's detector boxes."""
+        """Boxes for the next frame, clipped to the frame. detected: whether `people`'s boxes are this
+        frame's detector boxes.
+
+        Each person keeps the size of their last detector box ("size lock": the keypoints' extent
+        alone shrinks the box, a foot the model missed is cut from the next crop, found even less,
+        and so on; docs/detect_schedule.md: street recall 51% -> 69%, id switches 32 -> 10). Where
+        it moves to:
+        - keypoints steady since that detection (the Kalman gate restarted half of the measured
+          joints on at most one frame since; one such frame can be a real sudden move): as far
+          as their keypoint box has moved since;
+        - otherwise (keypoints that jump about frame after frame, e.g. an untrained model's): by
+          the box's own motion, constant velocity from its recent detector boxes. Boxes carried from unsteady
+          keypoints drift off their people and the next detection starts new ids
+          (docs/detect_schedule.md, issue 17: street.avi 93 ids, now 35, against 34 with the detector on every frame).
+        """
+        self._frame_index += 1
         if not people:
-            self._anchors = {}
+            self._anchors, self._detections, self._unsteady = {}, {}, {}
             self._next_boxes = np.zeros((0, 4), np.float32)
             self._next_scores = np.zeros((0,), np.float32)
             return
+        ids = [p.track_id for p in people]
         keypoints = np.stack([p.smoothed_keypoints for p in people])
         scores = np.stack([np.where(p.visible, p.scores, 0.0) for p in people]).astype(np.float32)
         derived = np.asarray(boxes_from_keypoints(keypoints, scores, threshold=self.config.keypoint_threshold),
                              np.float32).reshape(-1, 4)
-        # The keypoints' extent alone shrinks the box: a foot the model missed is cut from the next
-        # crop, found even less, and so on. So each person keeps the size of their last detector
-        # box, moved by how far their keypoint box has moved since (docs/detect_schedule.md: street
-        # recall 51% -> 69%, id switches 32 -> 10, fewer detector calls).
+        # Steady keypoints: the filter's gate (a jump of > gate person sizes in one frame) restarted
+        # fewer than half of the measured joints. Joints returning from an occlusion restart too,
+        # but are no sign of noise, so only gate jumps count.
+        raw_scores = np.stack([p.scores for p in people])
+        finite = np.isfinite(np.stack([p.raw_keypoints for p in people])).all(axis=2)
+        measured = finite & (raw_scores >= self.config.smoothing.score_threshold)
+        steady = self._smoothers.jumped.sum(axis=1) < 0.5 * np.maximum(measured.sum(axis=1), 1)
         if detected:
-            self._anchors = {p.track_id: (p.box.copy(), derived[i]) for i, p in enumerate(people)
+            # A new track starts trusted (its joints all start afresh on its first frame).
+            self._unsteady = {track_id: int(not steady[i] and track_id in self._unsteady) for i, track_id in enumerate(ids)}
+            self._anchors = {track_id: (people[i].box.copy(), derived[i]) for i, track_id in enumerate(ids)
                              if np.isfinite(derived[i]).all()}
+            horizon = 3 * max(self.config.detect_every, 1)  # detector boxes older than this say little
+            self._detections = {track_id: [(f, b) for f, b in self._detections.get(track_id, [])
+                                           if self._frame_index - f <= horizon] + [(self._frame_index, people[i].box.copy())]
+                                for i, track_id in enumerate(ids)}
+        else:
+            self._unsteady = {track_id: self._unsteady.get(track_id, 0) + int(not steady[i])
+                              for i, track_id in enumerate(ids)}
         boxes = derived.copy()
-        for i, person in enumerate(people):
-            anchor = self._anchors.get(person.track_id)
-            if anchor is not None and np.isfinite(derived[i]).all():
+        for i, track_id in enumerate(ids):
+            anchor = self._anchors.get(track_id)
+            history = self._detections.get(track_id)
+            if anchor is None or not np.isfinite(derived[i]).all():
+                continue  # too few confident joints, now or at the detection: the keypoints' own box (or none)
+            # One unsteady frame can be a real sudden move; noise is unsteady frame after frame.
+            if self._unsteady.get(track_id, 0) < 2 or not history:
                 detector_box, derived_then = anchor
                 shift = (derived[i, :2] + derived[i, 2:]) / 2 - (derived_then[:2] + derived_then[2:]) / 2
                 boxes[i] = detector_box + np.concatenate([shift, shift])
+            else:
+                boxes[i] = constant_velocity_box(history, self._frame_index + 1)
         height, width = shape[:2]
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
         usable = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] - boxes[:, 0] > 4) & (boxes[:, 3] - boxes[:, 1] > 4)
         self._next_boxes = boxes[usable]
         self._next_scores = np.array([p.box_score for p in people], np.float32)[usable]
+
+
+def constant_velocity_box(history: list[tuple[int, np.ndarray]], frame: int) -> np.ndarray:
+    """(4,) the last detector box of a track moved to `frame` at the velocity of its centre over its
+    detector boxes `history` [(frame, (4,) xyxy)], oldest first; not moved with a single box, or
+    boxes closer than 2 frames apart (one frame's detector jitter is no velocity)."""
+    first_frame, first = history[0]
+    last_frame, last = history[-1]
+    if last_frame - first_frame < 2:
+        return last.copy()
+    velocity = ((last[:2] + last[2:]) - (first[:2] + first[2:])) / 2 / (last_frame - first_frame)
+    shift = velocity * (frame - last_frame)
+    return (last + np.concatenate([shift, shift])).astype(np.float32)

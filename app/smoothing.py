@@ -5,15 +5,17 @@ keypoints (K, 2) and which joints to show (K,) bool. Every length is measured in
 person's size (`scale`, their box diagonal in pixels), so one set of settings serves near and far
 people alike; time is in frames (the defaults are tuned on a 25 fps video, docs/smoothing.md).
 
-`SmootherBank` keeps one smoother per track id and frees those of tracks that died.
+`KalmanBank` runs the Kalman smoother for every tracked person at once (state arrays keyed by track
+id, no Python loop per person or joint); `KeypointKalman` is its one-person view. `SmootherBank`
+keeps one smoother object per track id (either method) and frees those of tracks that died.
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from filterpy.common import Q_discrete_white_noise, inv_diagonal
-from filterpy.kalman import IMMEstimator, KalmanFilter
+import scipy.linalg
+from filterpy.common import Q_discrete_white_noise
 
 from app.tracker import boxes_from_keypoints
 
@@ -61,40 +63,6 @@ class KalmanConfig:
     default_scale: float = 200.0  # pixels; used only while no scale was given and none can be measured
 
 
-class _KalmanFilter(KalmanFilter):
-    """filterpy's KalmanFilter with its measurement log-likelihood from the S^-1 the update already
-    computed (plus a log-determinant), instead of scipy's multivariate_normal, which
-    eigen-decomposes S again: that was 40% of the IMM's time for 34 measured coordinates."""
-
-    @property
-    def log_likelihood(self):
-        if self._log_likelihood is None:
-            _, log_det = np.linalg.slogdet(self.S)
-            self._log_likelihood = -0.5 * (self.y @ self.SI @ self.y + log_det + len(self.y) * np.log(2 * np.pi))
-        return self._log_likelihood
-
-
-class _IMMEstimator(IMMEstimator):
-    """filterpy's IMMEstimator with the mode update done in log space.
-
-    filterpy multiplies each model's likelihood exp(log L); with 34 coordinates a sudden movement
-    gives log L far below -745 for both models, both likelihoods floor at the smallest float, and
-    the mode probabilities learn nothing from the very frame that should switch them. Subtracting
-    the larger log-likelihood first is the same Bayes rule without the underflow."""
-
-    def update(self, z):
-        for f in self.filters:
-            f.update(z)
-        log_likelihood = np.array([f.log_likelihood for f in self.filters])
-        self.likelihood = np.exp(log_likelihood - log_likelihood.max())  # relative: only ratios matter
-        self.mu = self.cbar * self.likelihood
-        self.mu /= np.sum(self.mu)
-        self._compute_mixing_probabilities()
-        self._compute_state_estimate()
-        self.x_post = self.x.copy()
-        self.P_post = self.P.copy()
-
-
 def person_scale(keypoints: np.ndarray, scores: np.ndarray, threshold: float) -> float:
     """Diagonal (pixels) of the box `boxes_from_keypoints` derives for one person; NaN with < 2 joints.
 
@@ -115,14 +83,439 @@ def _clean(keypoints, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return keypoints, np.where(np.isfinite(scores), scores, 0.0), finite
 
 
-class KeypointKalman:
-    """Kalman filter over a person's K joints, built on filterpy's KalmanFilter (and IMMEstimator).
+def _step_matrix(order: int) -> np.ndarray:
+    """(order, order) constant-velocity (order 2) or constant-acceleration (order 3) step of one frame."""
+    return np.array([[1.0, 1.0], [0.0, 1.0]]) if order == 2 else np.array(
+        [[1.0, 1.0, 0.5], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
 
-    One filter holds all joints: the state is [x, vx, y, vy] per joint (4K; [x, vx, ax, y, vy, ay]
-    with motion_model="acceleration"), with block-diagonal F, Q, P and diagonal R, so a single
-    model computes exactly what K separate per-joint filters would, in one call instead of K
-    (docs/smoothing.md measures both). motion_model="imm" (the default) runs two such filters, a
-    still and a moving one, mixed by filterpy's IMMEstimator with one mode for the whole person.
+
+def keypoint_box_diagonals(keypoints: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """(N,) diagonal in pixels of `boxes_from_keypoints`' box for each person; NaN with < 2 usable joints.
+
+    keypoints (N, K, 2), scores (N, K). The same float32 box and float32 arithmetic as
+    `person_scale`, for all people at once."""
+    boxes = boxes_from_keypoints(keypoints, scores, threshold=threshold)  # (N, 4) float32
+    return np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).astype(np.float64)
+
+
+class _BlockModel:
+    """One linear model ("velocity" or "acceleration") for many people: its F, Q, P and R are
+    block-diagonal with one block of `b` entries per joint and axis, so the state of a row (person)
+    is x (2K, b) and P (2K, b, b) and every step is a batch of b x b products.
+
+    Equal to filterpy's KalmanFilter on the full (2bK, 2bK) matrices (what KeypointKalman ran before,
+    tests/filterpy_reference.py): restarts and per-coordinate updates never couple two blocks, so the
+    full P stays exactly block-diagonal. Written by hand because filterpy has no batched filter and
+    its full-matrix one costs a 2bK-dimensional product per step and person."""
+
+    def __init__(self, order: int, num_joints: int, noises: list[float]):
+        self.order = order
+        self.num_joints = num_joints
+        self.noises = noises
+        self.F = _step_matrix(order)
+        self.q_unit = Q_discrete_white_noise(dim=order, dt=1.0, var=1.0)  # (b, b), times (noise * scale)^2
+        self.x = np.zeros((0, 2 * num_joints, order))
+        self.P = np.zeros((0, 2 * num_joints, order, order))
+
+    def add(self, count: int) -> None:
+        blocks = 2 * self.num_joints
+        self.x = np.concatenate([self.x, np.zeros((count, blocks, self.order))])
+        self.P = np.concatenate([self.P, np.zeros((count, blocks, self.order, self.order))])
+
+    def delete(self, rows: np.ndarray) -> None:
+        self.x, self.P = np.delete(self.x, rows, axis=0), np.delete(self.P, rows, axis=0)
+
+    def take(self, rows: np.ndarray) -> dict:
+        return {"x": self.x[rows], "P": self.P[rows]}
+
+    def put(self, rows: np.ndarray, state: dict) -> None:
+        self.x[rows], self.P[rows] = state["x"], state["P"]
+
+    def predict(self, state: dict, scale: np.ndarray) -> None:
+        """scale (n,): each row's person size; Q = q_unit * (noise * scale)^2."""
+        q = (self.noises[0] * scale) ** 2
+        state["x"] = state["x"] @ self.F.T
+        state["P"] = self.F @ state["P"] @ self.F.T + self.q_unit * q[:, None, None, None]
+
+    def restart(self, state: dict, joints: np.ndarray, positions: np.ndarray, pos_var: np.ndarray,
+                vel_var: np.ndarray) -> None:
+        """joints (n, K) bool restart at positions (n, K, 2), still, position variance pos_var (n, K),
+        velocity (and acceleration) variance vel_var (n,), uncorrelated with everything else."""
+        if not joints.any():
+            return
+        n, b = len(joints), self.order
+        blocks = np.repeat(joints, 2, axis=1)  # (n, 2K): joint j owns blocks 2j (x) and 2j + 1 (y)
+        x = np.zeros((n, 2 * self.num_joints, b))
+        x[:, :, 0] = positions.reshape(n, -1)
+        variances = np.repeat(vel_var[:, None, None], 2 * self.num_joints * b, axis=1).reshape(n, -1, b)
+        variances[:, :, 0] = np.repeat(pos_var, 2, axis=1)
+        P = variances[..., None] * np.eye(b)  # (n, 2K, b, b) diagonal blocks
+        state["x"] = np.where(blocks[..., None], x, state["x"])
+        state["P"] = np.where(blocks[..., None, None], P, state["P"])
+
+    def positions(self, state: dict) -> np.ndarray:
+        """(n, K, 2) estimated positions."""
+        return state["x"][:, :, 0].reshape(len(state["x"]), self.num_joints, 2)
+
+    def measure(self, state: dict, joints: np.ndarray, z: np.ndarray, variance: np.ndarray) -> None:
+        """Kalman update of joints (n, K) bool with z (n, K, 2) of variance (n, K) per coordinate;
+        Joseph form, as filterpy's KalmanFilter.update."""
+        x, P = state["x"], state["P"]
+        use = np.repeat(joints, 2, axis=1)  # (n, 2K)
+        r = np.repeat(variance, 2, axis=1)  # (n, 2K)
+        S = P[:, :, 0, 0] + r
+        gain = P[:, :, :, 0] * (1.0 / S)[..., None]  # (n, 2K, b): P H' S^-1, S^-1 as filterpy's inv_diagonal
+        innovation = np.where(use, z.reshape(len(z), -1), x[:, :, 0]) - x[:, :, 0]  # 0 where not measured
+        new_x = x + gain * innovation[..., None]
+        i_kh = np.eye(self.order) - gain[..., :, None] * np.eye(self.order)[0]  # (n, 2K, b, b): I - K H
+        new_P = (i_kh @ P @ np.swapaxes(i_kh, -1, -2)
+                 + gain[..., :, None] * r[..., None, None] * gain[..., None, :])
+        state["x"] = np.where(use[..., None], new_x, x)
+        state["P"] = np.where(use[..., None, None], new_P, P)
+
+
+class _ImmModel:
+    """The "imm" motion model for many people: two constant-velocity models (still, moving) over the
+    whole person, mixed as filterpy's IMMEstimator mixes them (Blom & Bar-Shalom 1988), with the
+    mode update in log space (a sudden move gives both models log-likelihoods below -745; their
+    plain exponentials would both floor at the smallest float and the modes would learn nothing).
+
+    Mixing two estimates correlates the joints (the spread of the means is a rank-one term over the
+    whole state), so each model keeps a full covariance per person. The state is ordered
+    [positions (C), velocities (C)] over the C = 2K coordinates (not joint by joint): F, Q and H
+    then act on four (C, C) quarters of P, so the prediction is a few additions and the update
+    two batched products ((D, C) by (C, C) and (D, C) by (C, D)) and a (C, C) inverse per person
+    and model, instead of filterpy's (D, D) products one person at a time. Written by hand because filterpy's IMMEstimator and KalmanFilter take one
+    state at a time; tests/test_smoothing_vectorised.py holds this equal to them within 1e-9.
+    """
+
+    def __init__(self, num_joints: int, noises: list[float], switch_probability: float):
+        self.order = 2
+        self.num_joints = num_joints
+        self.noises = np.array(noises)  # (M,) one per model
+        p = switch_probability
+        self.M = np.array([[1 - p, p], [p, 1 - p]])  # mode transition, rows: from
+        self.q_unit = Q_discrete_white_noise(dim=2, dt=1.0, var=1.0)  # [[1/4, 1/2], [1/2, 1]]
+        coords = 2 * num_joints
+        self.x = np.zeros((0, 2, 2 * coords))
+        self.P = np.zeros((0, 2, 2 * coords, 2 * coords))
+        self.mu = np.zeros((0, 2))
+        diagonal, dim = np.arange(coords), 2 * coords
+        self.q_index = np.concatenate([(a * coords + diagonal) * dim + b * coords + diagonal
+                                       for a in range(2) for b in range(2)])  # (4C,) into a flat (D * D)
+        self.q_values = np.repeat(self.q_unit.reshape(-1), coords)  # (4C,)
+        # old_order[k]: index in this state of entry k of filterpy's [x, vx, y, vy] per joint layout
+        c = np.arange(coords)
+        self.old_order = np.stack([c, coords + c], axis=1).reshape(-1)
+
+    def add(self, count: int) -> None:
+        dim = 4 * self.num_joints
+        self.x = np.concatenate([self.x, np.zeros((count, 2, dim))])
+        self.P = np.concatenate([self.P, np.zeros((count, 2, dim, dim))])
+        self.mu = np.concatenate([self.mu, np.full((count, 2), 0.5)])
+
+    def delete(self, rows: np.ndarray) -> None:
+        self.x, self.P, self.mu = (np.delete(a, rows, axis=0) for a in (self.x, self.P, self.mu))
+
+    def take(self, rows: np.ndarray) -> dict:
+        return {"x": self.x[rows], "P": self.P[rows], "mu": self.mu[rows]}
+
+    def put(self, rows: np.ndarray, state: dict) -> None:
+        self.x[rows], self.P[rows], self.mu[rows] = state["x"], state["P"], state["mu"]
+
+    def predict(self, state: dict, scale: np.ndarray) -> None:
+        x, P, mu = state["x"], state["P"], state["mu"]
+        C = 2 * self.num_joints
+        cbar = mu @ self.M  # (n, 2) predicted mode probabilities
+        omega = self.M[None] * mu[:, :, None] / cbar[:, None, :]  # (n, i, j): P(was i | is j)
+        mixed_x = np.einsum("nij,nid->njd", omega, x)
+        # sum_i w_ij (x_i - x0_j)(x_i - x0_j)' with two models is w_0j w_1j (x_0 - x_1)(x_0 - x_1)'.
+        delta = x[:, 0] - x[:, 1]  # (n, D)
+        w0, w1 = omega[:, 0, :, None, None], omega[:, 1, :, None, None]  # (n, j, 1, 1)
+        mixed_P = w0 * P[:, :1] + w1 * P[:, 1:] + (w0 * w1) * (delta[:, None, :, None] * delta[:, None, None, :])
+        # F = [[I, I], [0, I]] on the [positions, velocities] quarters.
+        pp, pv = mixed_P[..., :C, :C], mixed_P[..., :C, C:]
+        vp, vv = mixed_P[..., C:, :C], mixed_P[..., C:, C:]
+        new_P = np.empty_like(mixed_P)
+        new_P[..., :C, :C] = (pp + vp) + (pv + vv)
+        new_P[..., :C, C:] = pv + vv
+        new_P[..., C:, :C] = vp + vv
+        new_P[..., C:, C:] = vv
+        q = (self.noises[None] * scale[:, None]) ** 2  # (n, 2)
+        # Q: q_unit[a, b] * q on the diagonal of quarter (a, b), added through one flat index.
+        flat = new_P.reshape(*new_P.shape[:2], -1)
+        flat[..., self.q_index] += q[..., None] * self.q_values
+        new_x = mixed_x.copy()
+        new_x[..., :C] += mixed_x[..., C:]
+        state["x"], state["P"] = new_x, new_P
+
+    def restart(self, state: dict, joints: np.ndarray, positions: np.ndarray, pos_var: np.ndarray,
+                vel_var: np.ndarray) -> None:
+        """As _BlockModel.restart, in both models."""
+        if not joints.any():
+            return
+        n, C = len(joints), 2 * self.num_joints
+        coords = np.repeat(joints, 2, axis=1)  # (n, C): joint j owns coordinates 2j (x) and 2j + 1 (y)
+        entries = np.concatenate([coords, coords], axis=1)  # (n, D): their positions and velocities
+        x = np.concatenate([positions.reshape(n, C), np.zeros((n, C))], axis=1)
+        variances = np.concatenate([np.repeat(pos_var, 2, axis=1), np.repeat(vel_var[:, None], C, axis=1)], axis=1)
+        state["x"] = np.where(entries[:, None], x[:, None], state["x"])
+        cleared = entries[:, None, :, None] | entries[:, None, None, :]
+        P = np.where(cleared, 0.0, state["P"])
+        diagonal = np.arange(2 * C)
+        P[:, :, diagonal, diagonal] += np.where(entries, variances, 0.0)[:, None]
+        state["P"] = P
+
+    def mean(self, state: dict) -> np.ndarray:
+        """(n, 4K) the IMM's combined estimate, the mode-weighted mean of the models' states, in
+        this model's [positions, velocities] order."""
+        return np.einsum("nm,nmd->nd", state["mu"], state["x"])
+
+    def positions(self, state: dict) -> np.ndarray:
+        """(n, K, 2) mode-weighted positions."""
+        return self.mean(state)[:, :2 * self.num_joints].reshape(len(state["x"]), self.num_joints, 2)
+
+    def measure(self, state: dict, joints: np.ndarray, z: np.ndarray, variance: np.ndarray) -> None:
+        """IMM update of the rows with any measured joint (filterpy skips the update of a person with
+        none). Unmeasured coordinates enter as filterpy's call had them: a zero row of H, unit
+        variance, zero innovation (their gain is exactly zero)."""
+        rows = np.flatnonzero(joints.any(axis=1))
+        state["log_likelihood"] = np.full((len(joints), 2), np.nan)
+        if len(rows) == 0:
+            return
+        x, P, mu = state["x"][rows], state["P"][rows], state["mu"][rows]
+        C = 2 * self.num_joints
+        use = np.repeat(joints[rows], 2, axis=1)  # (n, C)
+        on = use.astype(np.float64)
+        r = np.where(use, np.repeat(variance[rows], 2, axis=1), 1.0)
+        PHt = P[..., :C] * on[:, None, None, :]  # (n, 2, D, C): H picks the measured positions
+        S = PHt[..., :C, :] * on[:, None, :, None]
+        S[..., np.arange(C), np.arange(C)] += r[:, None]
+        SI = np.linalg.inv(S)
+        gain = PHt @ SI  # (n, 2, D, C)
+        measured_z = np.where(use, z[rows].reshape(len(rows), C), 0.0)
+        innovation = measured_z[:, None] - x[..., :C] * on[:, None]  # (n, 2, C); 0 where not measured
+        new_x = x + (gain @ innovation[..., None])[..., 0]
+        # P - K H P, made symmetric again: the same matrix as filterpy's Joseph form
+        # (I - KH) P (I - KH)' + K R K' for the optimal gain, to rounding.
+        HP = P[..., :C, :] * on[:, None, :, None]  # (n, 2, C, D), = PHt' for a symmetric P
+        new_P = P - gain @ HP
+        new_P = (new_P + np.swapaxes(new_P, -1, -2)) / 2
+        # Mode probabilities: Bayes' rule on the models' log-likelihoods, the larger one subtracted.
+        _, log_det = np.linalg.slogdet(S)
+        mahalanobis = np.einsum("nma,nmab,nmb->nm", innovation, SI, innovation)
+        log_likelihood = -0.5 * (mahalanobis + log_det + C * np.log(2 * np.pi))
+        likelihood = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
+        new_mu = (mu @ self.M) * likelihood
+        new_mu /= new_mu.sum(axis=1, keepdims=True)
+        state["x"][rows], state["P"][rows], state["mu"][rows] = new_x, new_P, new_mu
+        state["log_likelihood"][rows] = log_likelihood
+
+
+class KalmanBank:
+    """The Kalman smoother (KalmanConfig) for every tracked person at once, keyed by track id.
+
+    Each person has the model and rules described in `KeypointKalman` (the one-person view of the
+    same code); the bank keeps everyone's state in arrays with one row per id, so a frame is one
+    batch of array operations whatever the number of people (no Python loop per person or joint).
+    A person's first update creates their row; `drop`/`retain` free the rows of tracks that died.
+
+        bank = KalmanBank(KalmanConfig())
+        smoothed, visible = bank.update(track_ids, keypoints, scores, scales)  # (N, K, 2), (N, K)
+        bank.retain(tracker.active_ids())
+
+    After each update, `jumped` and `restarted` (N, K) are as KeypointKalman's, in the order of the
+    ids given. People not in an update are not touched: their filters neither predict nor age.
+    """
+
+    def __init__(self, config: KalmanConfig | None = None):
+        self.config = config or KalmanConfig()
+        if self.config.motion_model not in MOTION_MODELS:
+            raise ValueError(f"unknown motion_model {self.config.motion_model!r}: use one of {sorted(MOTION_MODELS)}")
+        if self.config.motion_model == "imm" and not 0.0 < self.config.switch_probability < 1.0:
+            raise ValueError("switch_probability must be between 0 and 1 (exclusive), "
+                             f"got {self.config.switch_probability}")
+        self.order = MOTION_MODELS[self.config.motion_model]  # state entries per axis
+        self.num_joints: int | None = None
+        self._rows: dict[int, int] = {}  # track id -> row of the state arrays
+        self.jumped = np.zeros((0, 0), bool)
+        self.restarted = np.zeros((0, 0), bool)
+        self.log_likelihood = np.zeros((0, 2))
+        self.last_scale = np.zeros(0)
+
+    def _build(self, num_joints: int) -> None:
+        config = self.config
+        self.num_joints = num_joints
+        if config.motion_model == "imm":
+            self._model = _ImmModel(num_joints, [config.still_process_noise, config.process_noise],
+                                    config.switch_probability)
+        else:
+            self._model = _BlockModel(self.order, num_joints, [config.process_noise])
+        self._rows = {}
+        self._alive = np.zeros((0, num_joints), bool)  # joint has a state: measured lately
+        self._missed = np.zeros((0, num_joints), np.int64)  # frames since the last measurement
+        self._held = np.zeros((0, num_joints, 2))  # last estimate, shown for joints hidden and unmeasured
+        self._scale = np.zeros(0)  # each person's last known size (pixels)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, track_id: int) -> bool:
+        return track_id in self._rows
+
+    def ids(self) -> list[int]:
+        return list(self._rows)
+
+    def reset(self) -> None:
+        """Forget everyone."""
+        if self.num_joints is not None:
+            self._build(self.num_joints)
+
+    def drop(self, track_ids: Iterable[int]) -> None:
+        """Free the state of these ids (unknown ids are ignored)."""
+        rows = np.array([self._rows[i] for i in track_ids if i in self._rows], np.int64)
+        if len(rows) == 0:
+            return
+        self._model.delete(rows)
+        self._alive, self._missed, self._held, self._scale = (
+            np.delete(a, rows, axis=0) for a in (self._alive, self._missed, self._held, self._scale))
+        gone = set(rows.tolist())
+        kept = [i for i, row in sorted(self._rows.items(), key=lambda item: item[1]) if row not in gone]
+        self._rows = {track_id: row for row, track_id in enumerate(kept)}  # rows after np.delete
+
+    def retain(self, track_ids: Iterable[int]) -> None:
+        """Keep only the state of these ids."""
+        keep = set(track_ids)
+        self.drop([track_id for track_id in self._rows if track_id not in keep])
+
+    def rows_of(self, track_ids: Iterable[int]) -> np.ndarray:
+        """Row of each id in the state arrays (for readers such as app.offline)."""
+        return np.array([self._rows[i] for i in track_ids], np.int64)
+
+    @property
+    def model(self):
+        return self._model
+
+    def estimates(self, track_ids: Iterable[int]) -> np.ndarray:
+        """(n, K, 2) float64 estimated positions of these ids now (for the IMM, the mode-weighted mean)."""
+        return self._model.positions(self._model.take(self.rows_of(track_ids)))
+
+    def _rows_for(self, track_ids: list[int]) -> np.ndarray:
+        new = [i for i in track_ids if i not in self._rows]
+        if new:
+            start = len(self._rows)
+            self._model.add(len(new))
+            K = self.num_joints
+            self._alive = np.concatenate([self._alive, np.zeros((len(new), K), bool)])
+            self._missed = np.concatenate([self._missed, np.zeros((len(new), K), np.int64)])
+            self._held = np.concatenate([self._held, np.zeros((len(new), K, 2))])
+            self._scale = np.concatenate([self._scale, np.full(len(new), self.config.default_scale)])
+            self._rows.update({track_id: start + k for k, track_id in enumerate(new)})
+        return self.rows_of(track_ids)
+
+    def _choose_scale(self, rows, scales, keypoints, scores, measured) -> np.ndarray:
+        """(n,) person sizes: the given one where usable, else measured from >= 2 confident joints,
+        else the person's last known size."""
+        with np.errstate(invalid="ignore"):
+            given = np.isfinite(scales) & (scales > 0)
+        scale = np.where(given, scales, self._scale[rows])
+        if not given.all():  # measure only whom it is needed for (the pipeline always gives a size)
+            ask = ~given
+            with np.errstate(invalid="ignore"):
+                measured_scale = keypoint_box_diagonals(keypoints[ask], np.where(measured[ask], scores[ask], 0.0),
+                                                        self.config.score_threshold)
+                usable = (measured[ask].sum(axis=1) >= 2) & np.isfinite(measured_scale) & (measured_scale > 0)
+            scale[ask] = np.where(usable, measured_scale, scale[ask])
+        self._scale[rows] = scale
+        return scale
+
+    def update(self, track_ids, keypoints: np.ndarray, scores: np.ndarray, scales=None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Filter one frame of N people.
+
+        track_ids: N distinct ids; keypoints (N, K, 2) image pixels; scores (N, K); scales (N,)
+        person sizes in pixels (box diagonals), NaN or None to measure them from the confident
+        keypoints. NaN/inf joints count as missing. Returns smoothed (N, K, 2) float32 (always
+        finite) and visible (N, K) bool. A hidden joint carries its raw measurement when finite,
+        else its last estimate.
+        """
+        config = self.config
+        track_ids = [int(i) for i in track_ids]
+        if len(set(track_ids)) != len(track_ids):
+            raise ValueError(f"each track id at most once per update, got {track_ids}")
+        n = len(track_ids)
+        if n == 0:  # nobody this frame: nothing changes
+            joints = self.num_joints or 0
+            self.jumped = self.restarted = np.zeros((0, joints), bool)
+            self.log_likelihood, self.last_scale = np.zeros((0, 2)), np.zeros(0)
+            return np.zeros((0, joints, 2), np.float32), np.zeros((0, joints), bool)
+        keypoints = np.asarray(keypoints, np.float64).reshape(n, -1, 2)
+        raw_scores = np.asarray(scores, np.float64).reshape(n, -1)
+        if raw_scores.shape != keypoints.shape[:2]:
+            raise ValueError(f"got {keypoints.shape[1]} keypoints but {raw_scores.shape[1]} scores")
+        finite = np.isfinite(keypoints).all(axis=2) & np.isfinite(raw_scores)
+        scores = np.where(np.isfinite(raw_scores), raw_scores, 0.0)
+        if self.num_joints != keypoints.shape[1]:
+            if self._rows:
+                raise ValueError(f"every person needs {self.num_joints} joints, got {keypoints.shape[1]}")
+            self._build(keypoints.shape[1])
+        scales = np.full(n, np.nan) if scales is None else np.array(
+            [np.nan if s is None else s for s in scales], np.float64).reshape(n)
+
+        rows = self._rows_for(track_ids)
+        state = self._model.take(rows)
+        alive = self._alive[rows]
+        missed = self._missed[rows]
+        held = self._held[rows]
+        measured = finite & (scores >= config.score_threshold)
+        scale = self._choose_scale(rows, scales, keypoints, scores, measured)
+
+        self._model.predict(state, scale)
+        measurement_var = (config.measurement_noise * scale[:, None] / np.maximum(scores, config.score_threshold)) ** 2
+        velocity_var = (config.initial_velocity * scale) ** 2
+        restarted = ~alive
+        # Joints without a state stay parked, still, with a bounded variance however long they are
+        # away: they restart from their next measurement anyway.
+        self._model.restart(state, ~alive, held, np.repeat(velocity_var[:, None], alive.shape[1], axis=1),
+                            velocity_var)
+
+        predicted = self._model.positions(state)
+        tracked = measured & alive
+        jump = np.linalg.norm(keypoints - predicted, axis=2)
+        jumped = tracked & (jump > config.gate * scale[:, None])
+        whole = jumped.any(axis=1) & (jumped.sum(axis=1) >= config.track_reset_fraction * tracked.sum(axis=1))
+        jumped = np.where(whole[:, None], tracked, jumped)
+        self.jumped = jumped  # (N, K) joints restarted by the gate this frame, for callers and tests
+        fresh = measured & (~alive | jumped)
+        self._model.restart(state, fresh, keypoints, measurement_var, velocity_var)
+        self.restarted = restarted | fresh
+        self._model.measure(state, measured & ~fresh, keypoints, measurement_var)
+        # (N, 2) each IMM model's measurement log-likelihood this frame (NaN: no update, or one model)
+        self.log_likelihood = state.get("log_likelihood", np.full((n, 2), np.nan))
+
+        missed = np.where(measured, 0, np.where(alive, missed + 1, missed))
+        alive = alive | measured
+        alive &= ~(missed > config.max_predict)
+
+        smoothed = self._model.positions(state)
+        hidden_value = np.where(finite[..., None], keypoints, held)
+        smoothed = np.where(alive[..., None] & np.isfinite(smoothed), smoothed, hidden_value)
+        held = np.where(alive[..., None], smoothed, held)
+        self._model.put(rows, state)
+        self._alive[rows], self._missed[rows], self._held[rows] = alive, missed, held
+        self.last_scale = scale  # (N,) the sizes this update used (app.offline rebuilds Q from them)
+        return smoothed.astype(np.float32), alive.copy()
+
+
+class KeypointKalman:
+    """Kalman filter over one person's K joints: a `KalmanBank` holding that one person.
+
+    The state is [x, vx, y, vy] per joint (4K; [x, vx, ax, y, vy, ay] with
+    motion_model="acceleration"), with block-diagonal F, Q, P and diagonal R, so one model computes
+    exactly what K separate per-joint filters would. motion_model="imm" (the default) runs two such
+    models, a still and a moving one, mixed as filterpy's IMMEstimator mixes them, with one mode
+    for the whole person. (Before issue 17 this class ran filterpy's KalmanFilter and IMMEstimator
+    per person; tests/filterpy_reference.py keeps that code, and the tests hold the two equal.)
 
     Per frame and joint: score >= threshold -> Kalman update (R grows as the score falls); below it
     (or NaN/inf) -> predicted only, still visible for `max_predict` frames, then hidden; a jump of
@@ -137,42 +530,38 @@ class KeypointKalman:
     """
 
     def __init__(self, config: KalmanConfig | None = None):
-        self.config = config or KalmanConfig()
-        if self.config.motion_model not in MOTION_MODELS:
-            raise ValueError(f"unknown motion_model {self.config.motion_model!r}: use one of {sorted(MOTION_MODELS)}")
-        if self.config.motion_model == "imm" and not 0.0 < self.config.switch_probability < 1.0:
-            raise ValueError("switch_probability must be between 0 and 1 (exclusive), "
-                             f"got {self.config.switch_probability}")
-        self._order = MOTION_MODELS[self.config.motion_model]  # state entries per axis
-        self._num_joints = 0
-        self._filters: list[KalmanFilter] = []
-        self._imm: IMMEstimator | None = None
+        self._bank = KalmanBank(config)
+        self.config = self._bank.config
+        self._order = self._bank.order
         self.jumped = np.zeros(0, bool)
         self.restarted = np.zeros(0, bool)
         self.last_q: np.ndarray | None = None
 
     def reset(self) -> None:
         """Forget the person: the next update starts every joint at its measurement."""
-        self._filters = []
-        self._imm = None
+        self._bank = KalmanBank(self.config)
+
+    def _state(self) -> dict:
+        return self._bank.model.take(self._bank.rows_of([0]))
 
     @property
     def x(self) -> np.ndarray:
         """(4K,) or (6K,) state estimate: the mode-weighted mean for "imm"."""
-        if self._imm is None:
-            return self._filters[0].x
-        return np.dot(self._imm.mu, [kf.x for kf in self._filters])
+        state = self._state()
+        if isinstance(self._bank.model, _ImmModel):
+            return self._bank.model.mean(state)[0][self._bank.model.old_order]  # filterpy's layout
+        return state["x"][0].reshape(-1)
 
     @property
     def P(self) -> np.ndarray:
         """State covariance of a single-model filter (the one an RTS pass smooths)."""
-        if self._imm is not None:
+        if isinstance(self._bank.model, _ImmModel):
             raise ValueError("P of the IMM mixture is not the covariance of one linear model")
-        return self._filters[0].P
+        return scipy.linalg.block_diag(*self._state()["P"][0])
 
     @property
     def F(self) -> np.ndarray:
-        return self._filters[0].F
+        return np.kron(np.eye(2 * self._bank.num_joints), _step_matrix(self._order))
 
     @property
     def block_size(self) -> int:
@@ -182,64 +571,9 @@ class KeypointKalman:
     @property
     def mode_probabilities(self) -> np.ndarray:
         """(2,) probabilities of [still, moving] for "imm"; (1,) [1.0] for one model."""
-        return np.array([1.0]) if self._imm is None else self._imm.mu.copy()
-
-    def _build(self, num_joints: int) -> None:
-        self._num_joints = num_joints
-        order = self._order
-        dim = 2 * order * num_joints
-        step = [[1.0, 1.0], [0.0, 1.0]] if order == 2 else [[1.0, 1.0, 0.5], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
-        imm = self.config.motion_model == "imm"
-        self._filters = []
-        for _ in range(2 if imm else 1):
-            kf = _KalmanFilter(dim_x=dim, dim_z=2 * num_joints)
-            kf.F = np.kron(np.eye(2 * num_joints), step)
-            if not imm:
-                # S = H P H' + R is diagonal here (each measured coordinate lives in its own block), so
-                # filterpy's diagonal inverse is exact and skips a general matrix inversion. Not for
-                # the IMM: mixing two estimates correlates the joints (the spread of the means).
-                kf.inv = inv_diagonal
-            kf.x = np.zeros(dim)  # 1-D state: filterpy keeps z and x 1-D then, which indexing wants
-            kf.P = np.zeros((dim, dim))
-            self._filters.append(kf)
-        self._noises = ([self.config.still_process_noise, self.config.process_noise] if imm
-                        else [self.config.process_noise])
-        if imm:
-            p = self.config.switch_probability
-            self._imm = _IMMEstimator(self._filters, np.array([0.5, 0.5]), np.array([[1 - p, p], [p, 1 - p]]))
-        else:
-            self._imm = None
-        # The highest derivative is white noise held constant over a frame, one block per joint and
-        # axis; scaled by (process_noise * scale)^2 every frame.
-        self._q_unit = Q_discrete_white_noise(dim=order, dt=1.0, var=1.0, block_size=2 * num_joints)
-        # positions[j, a]: index of joint j's coordinate a (0 x, 1 y) in the state vector.
-        self._positions = order * (2 * np.arange(num_joints)[:, None] + np.arange(2)[None, :])
-        self._alive = np.zeros(num_joints, bool)  # joint has a state: measured lately
-        self._missed = np.zeros(num_joints, np.int64)  # frames since the last measurement
-        self._held = np.zeros((num_joints, 2))  # last estimate, shown for joints hidden and unmeasured
-        self._scale = self.config.default_scale
-
-    def _restart(self, joints: np.ndarray, positions: np.ndarray, pos_var: np.ndarray, vel_var: float) -> None:
-        """Put joints (J,) at positions (J, 2), still, with position variance pos_var (J,), in every model."""
-        width = 2 * self._order
-        blocks = width * joints[:, None] + np.arange(width)[None, :]  # (J, width) state indices
-        variances = np.full((len(joints), width), vel_var)
-        variances[:, [0, self._order]] = pos_var[:, None]
-        for kf in self._filters:
-            kf.x[blocks] = 0.0
-            kf.x[self._positions[joints]] = positions
-            kf.P[blocks.reshape(-1), :] = 0.0
-            kf.P[:, blocks.reshape(-1)] = 0.0
-            kf.P[blocks, blocks] = variances
-
-    def _choose_scale(self, scale, keypoints, scores, measured) -> float:
-        if scale is not None and np.isfinite(scale) and scale > 0:
-            self._scale = float(scale)
-        elif measured.sum() >= 2:
-            measured_scale = person_scale(keypoints, np.where(measured, scores, 0.0), self.config.score_threshold)
-            if np.isfinite(measured_scale) and measured_scale > 0:
-                self._scale = measured_scale
-        return self._scale  # otherwise the last known size
+        if not isinstance(self._bank.model, _ImmModel):
+            return np.array([1.0])
+        return self._state()["mu"][0].copy()
 
     def update(self, keypoints: np.ndarray, scores: np.ndarray, scale: float | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -250,72 +584,19 @@ class KeypointKalman:
         Returns smoothed (K, 2) float32 (always finite) and visible (K,) bool. A hidden joint
         carries its raw measurement when finite, else its last estimate.
         """
-        config = self.config
-        keypoints, scores, finite = _clean(keypoints, scores)
-        if not self._filters or self._num_joints != len(keypoints):
-            self._build(len(keypoints))
-        alive = self._alive
-        measured = finite & (scores >= config.score_threshold)
-        scale = self._choose_scale(scale, keypoints, scores, measured)
-
-        qs = [self._q_unit * (noise * scale) ** 2 for noise in self._noises]
-        self.last_q = qs[-1]
-        if self._imm is None:
-            self._filters[0].predict(Q=qs[0])
-        else:
-            for kf, q in zip(self._filters, qs):
-                kf.Q = q
-            self._imm.predict()
-        measurement_var = (config.measurement_noise * scale / np.maximum(scores, config.score_threshold)) ** 2
-        velocity_var = (config.initial_velocity * scale) ** 2
-        restarted = ~alive
-        if not alive.all():
-            # Joints without a state stay parked, still, with a bounded variance however long they
-            # are away: they restart from their next measurement anyway.
-            parked = np.flatnonzero(~alive)
-            self._restart(parked, self._held[parked], np.full(len(parked), velocity_var), velocity_var)
-
-        predicted = self.x[self._positions]
-        tracked = measured & alive
-        jump = np.linalg.norm(keypoints - predicted, axis=1)
-        jumped = tracked & (jump > config.gate * scale)
-        if jumped.any() and jumped.sum() >= config.track_reset_fraction * tracked.sum():
-            jumped = tracked
-        self.jumped = jumped  # (K,) joints restarted by the gate this frame, for callers and tests
-        fresh = measured & (~alive | jumped)
-        if fresh.any():
-            joints = np.flatnonzero(fresh)
-            self._restart(joints, keypoints[joints], measurement_var[joints], velocity_var)
-        self.restarted = restarted | fresh
-
-        update = measured & ~fresh
-        if update.any():
-            # Unmeasured joints get an all-zero row of H (and a dummy unit variance): their gain is
-            # exactly zero, so one fixed-size update serves any subset of joints.
-            rows = np.flatnonzero(np.repeat(update, 2))
-            H = np.zeros((2 * self._num_joints, self._filters[0].dim_x))
-            H[rows, self._positions.reshape(-1)[rows]] = 1.0
-            R = np.ones(2 * self._num_joints)
-            R[rows] = np.repeat(measurement_var, 2)[rows]
-            z = np.where(np.repeat(update, 2), keypoints.reshape(-1), 0.0)
-            if self._imm is None:
-                self._filters[0].update(z, R=np.diag(R), H=H)
-            else:
-                for kf in self._filters:
-                    kf.R, kf.H = np.diag(R), H
-                self._imm.update(z)
-
-        self._missed[measured] = 0
-        self._missed[~measured & alive] += 1
-        alive |= measured
-        gone = alive & (self._missed > config.max_predict)
-        alive &= ~gone
-
-        smoothed = self.x[self._positions]
-        hidden_value = np.where(finite[:, None], keypoints, self._held)
-        smoothed = np.where(alive[:, None] & np.isfinite(smoothed), smoothed, hidden_value)
-        self._held[alive] = smoothed[alive]
-        return smoothed.astype(np.float32), alive.copy()
+        keypoints = np.asarray(keypoints, np.float64).reshape(-1, 2)
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        if len(scores) != len(keypoints):
+            raise ValueError(f"got {len(keypoints)} keypoints but {len(scores)} scores")
+        if self._bank.num_joints is not None and self._bank.num_joints != len(keypoints):
+            self._bank = KalmanBank(self.config)  # a different skeleton: start over
+        smoothed, visible = self._bank.update([0], keypoints[None], scores[None], [scale])
+        self.jumped, self.restarted = self._bank.jumped[0], self._bank.restarted[0]
+        self.log_likelihood = self._bank.log_likelihood[0]  # (2,) for "imm": see KalmanBank
+        noise = self.config.process_noise
+        q_unit = Q_discrete_white_noise(dim=self._order, dt=1.0, var=1.0, block_size=2 * len(keypoints))
+        self.last_q = q_unit * (noise * self._bank.last_scale[0]) ** 2
+        return smoothed[0], visible[0]
 
 
 @dataclass

@@ -175,12 +175,11 @@ def boxes_from_keypoints(
     if keypoints.ndim != 3 or keypoints.shape[-1] != 2 or scores.shape != keypoints.shape[:2]:
         raise ValueError(f"expected keypoints (N, K, 2) and scores (N, K), got {keypoints.shape} and {scores.shape}")
     usable = (scores >= threshold) & np.isfinite(keypoints).all(axis=-1)
-    boxes = np.full((len(keypoints), 4), np.nan, np.float32)
-    for i in range(len(keypoints)):
-        points = keypoints[i][usable[i]]
-        if len(points) < 2:
-            continue
-        low, high = points.min(axis=0), points.max(axis=0)
+    # All people at once (the live smoother measures everyone's size with it every frame).
+    low = np.where(usable[..., None], keypoints, np.inf).min(axis=1, initial=np.inf)  # (N, 2)
+    high = np.where(usable[..., None], keypoints, -np.inf).max(axis=1, initial=-np.inf)
+    with np.errstate(invalid="ignore"):  # inf - inf for people without usable joints: set to NaN below
         centre, half = (low + high) / 2, (high - low) / 2 * padding
-        boxes[i] = np.concatenate([centre - half, centre + half])
-    return boxes
+        boxes = np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
+    boxes[usable.sum(axis=1) < 2] = np.nan
+    return boxes.reshape(len(keypoints), 4)

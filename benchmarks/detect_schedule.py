@@ -517,6 +517,9 @@ def schedules() -> list[tuple[str, type, PipelineConfig]]:
     rows.append(("N=8, min_track_score=0", PosePipeline, PipelineConfig(detect_every=8, min_track_score=0.0)))
     rows.append(("N=8 + edge trigger", EdgeTriggerPipeline, EdgePipelineConfig(detect_every=8)))
     rows.append(("N=8, keypoint-extent boxes (old rule)", KeypointExtentPipeline, PipelineConfig(detect_every=8)))
+    from benchmarks.box_carry import KeypointCarryPipeline  # the carry before issue 17
+
+    rows.append(("N=8, keypoint carry always (before issue 17)", KeypointCarryPipeline, PipelineConfig(detect_every=8)))
     return rows
 
 
