@@ -11,7 +11,6 @@ why float32 is always asked for explicitly here): see docs/benchmarks.md, "OpenV
 
 import io
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -148,8 +147,11 @@ def save_cached(runner: OpenVinoRunner, cache: Path, key: str) -> None:
 # --- timing for --runtime auto and the bf16 hint ----------------------------------------------------
 
 def time_call(runner, calls: int = 5, batch_size: int = 1) -> float:
-    """Median ms of one call on a random batch, after one warm-up call (a second or two at start-up,
-    once per weights and machine: load_runner caches the result)."""
+    """The fastest of `calls` calls on a random batch, in ms, after one warm-up call (a second or two
+    at start-up, once per weights and machine: load_runner caches the result). The fastest, not the
+    median: it is what the runtime does when nothing else holds the cores, so a busy moment during
+    the first start does not decide the runtime for good (on a loaded 2-core machine here the
+    median moved 2-4x between runs, the fastest call far less)."""
     batch = np.random.default_rng(0).standard_normal((batch_size, *runner.input_size, 3)).astype(np.float32)
     runner(batch)
     times = []
@@ -157,7 +159,7 @@ def time_call(runner, calls: int = 5, batch_size: int = 1) -> float:
         start = time.perf_counter()
         runner(batch)
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return min(times) * 1e3
 
 
 def speed_path(onnx_cache: Path) -> Path:
