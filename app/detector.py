@@ -163,6 +163,8 @@ class PersonDetector:
         path = self._check_model(config.model, known_names)
         if config.cpu_openvino and self.device == "cpu" and Path(path).suffix.lower() == ".pt":
             path, self.note = openvino_detector(Path(path), config.imgsz, self.note)
+        if is_openvino_folder(Path(path)):
+            self.precision = openvino_folder_precision(Path(path))
         self._set_litert_threads(config.threads or os.cpu_count() or 1)
         from ultralytics.utils import LOGGER
 
@@ -271,8 +273,20 @@ OPENVINO_KEY_FILE = "pose_export_key.txt"  # ours, inside Ultralytics' export fo
 
 
 def is_openvino_folder(path: Path) -> bool:
-    """An Ultralytics OpenVINO export: a folder (named <model>_openvino_model) holding a model .xml."""
-    return path.is_dir() and any(path.glob("*.xml"))
+    """An Ultralytics OpenVINO export: a folder (named <model>_openvino_model) holding a model .xml
+    and its .bin of weights."""
+    return path.is_dir() and any(xml.with_suffix(".bin").is_file() for xml in path.glob("*.xml"))
+
+
+def openvino_folder_precision(folder: Path, flags=None) -> str:
+    """What an OpenVINO export runs in on this CPU: "int8" for an int8 export (Ultralytics names it
+    <model>_int8_openvino_model), else bfloat16 where the CPU has it (OpenVINO's CPU default there:
+    Ultralytics sets no precision), else float32."""
+    from app.runtime.precision import cpu_flags, native_precisions
+
+    if "_int8_" in f"_{folder.name}_":
+        return "int8"
+    return "bfloat16" if "bfloat16" in native_precisions(cpu_flags() if flags is None else flags) else "float32"
 
 
 def openvino_export_path(pt_path: Path) -> Path:

@@ -169,7 +169,7 @@ def test_runtime_auto_follows_the_timings_kept_beside_the_weights(converted):
     record.write_text(json.dumps(saved))
     slower = load_runner(weights, runtime="auto", device="cpu", threads=2)
     assert isinstance(slower, OnnxRunner)
-    assert slower.notes == ["--runtime auto: ONNX Runtime, 10 ms a call against OpenVINO's 12 ms for this "
+    assert slower.notes == ["--runtime auto: ONNX Runtime, 10 CPU ms a call against OpenVINO's 12 for this "
                             "network (measured here, pose.cpu-speed.json)"]
     assert relative_error(slower(batch), expected) <= 1e-5
 
@@ -177,7 +177,7 @@ def test_runtime_auto_follows_the_timings_kept_beside_the_weights(converted):
     record.write_text(json.dumps(saved))
     faster = load_runner(weights, runtime="auto", device="cpu", threads=2)
     assert isinstance(faster, OpenVinoRunner) and faster.precision == "float32"
-    assert faster.notes[0] == ("--runtime auto: OpenVINO, 10 ms a call against ONNX Runtime's 12 ms for this "
+    assert faster.notes[0] == ("--runtime auto: OpenVINO, 10 CPU ms a call against ONNX Runtime's 12 for this "
                                "network (float32, measured here, pose.cpu-speed.json)")
     if NATIVE_BF16:
         assert faster.notes[1].startswith("this CPU runs bfloat16 natively (")
@@ -270,3 +270,78 @@ def test_bf16_hint_only_where_bf16_is_native_and_not_in_use():
     assert "(" not in bf16_hint(ZEN4, "float32", None, None).split("openvino", 1)[1]  # nothing measured: no figure
     assert bf16_hint(SKYLAKE, "float32", 40.0, 10.0) == ""
     assert bf16_hint(ZEN4, "bfloat16", 40.0, 10.0) == ""
+
+
+# --- the detector through OpenVINO -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def random_pt(tmp_path_factory):
+    """A YOLOv8n with random weights, built from Ultralytics' own yolov8n.yaml and saved as a .pt."""
+    import torch
+    from ultralytics import YOLO
+
+    torch.manual_seed(11)
+    path = tmp_path_factory.mktemp("detector") / "yolov8n_random.pt"
+    YOLO("yolov8n.yaml").save(str(path))
+    return path
+
+
+@needs_openvino
+def test_a_pt_detector_on_the_cpu_runs_as_its_cached_openvino_export(random_pt):
+    import openvino as ov
+    import torch
+    from ultralytics import YOLO
+
+    from app.detector import DetectorConfig, PersonDetector, openvino_export_path
+
+    config = DetectorConfig(model=str(random_pt), imgsz=64, threads=2)
+    detector = PersonDetector(config)
+    folder = openvino_export_path(random_pt)
+    assert folder.name == "yolov8n_random_openvino_model" and (folder / "yolov8n_random.xml").is_file()
+    assert detector.note == "OpenVINO export yolov8n_random_openvino_model"
+    assert detector.precision == ("bfloat16" if NATIVE_BF16 else "float32")  # OpenVINO's CPU default
+    assert type(detector._model.predictor.model.backend).__name__ == "OpenVINOBackend"
+    boxes, scores = detector.detect(np.zeros((48, 80, 3), np.uint8))
+    assert boxes.shape == (len(scores), 4) and boxes.dtype == scores.dtype == np.float32
+    assert not [p.name for p in random_pt.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+    # The export computes what the .pt computes (float32 arithmetic forced here: OpenVINO's CPU
+    # default is bfloat16 where the CPU has it, as in the product).
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = YOLO(str(random_pt)).model.fuse().eval()(image)[0].numpy()
+    compiled = ov.Core().compile_model(str(folder / "yolov8n_random.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    actual = compiled(image.numpy())[0]
+    assert actual.shape == expected.shape == (1, 84, 84)  # 4 box + 80 class rows, 8x8 + 4x4 + 2x2 cells
+    assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
+
+    # Made once: a second detector reuses it; a changed .pt or a damaged export is made again.
+    made = (folder / "yolov8n_random.xml").stat().st_mtime_ns
+    PersonDetector(config)
+    assert (folder / "yolov8n_random.xml").stat().st_mtime_ns == made
+    (folder / "yolov8n_random.bin").unlink()
+    assert PersonDetector(config).note == "OpenVINO export yolov8n_random_openvino_model"
+    assert (folder / "yolov8n_random.bin").is_file()
+    (folder / "pose_export_key.txt").write_text("sha256 of another file")
+    PersonDetector(config)
+    assert (folder / "yolov8n_random.xml").stat().st_mtime_ns != made
+
+    # The folder itself as --detector; and cpu_openvino=False keeps the .pt on torch.
+    assert PersonDetector(DetectorConfig(model=str(folder), imgsz=64, threads=2)).note == ""
+    torch_detector = PersonDetector(DetectorConfig(model=str(random_pt), imgsz=64, threads=2, cpu_openvino=False))
+    assert torch_detector.note == "" and type(torch_detector._model.predictor.model.backend).__name__ == "PyTorchBackend"
+
+
+def test_a_pt_detector_without_openvino_runs_on_torch_and_says_so(random_pt, monkeypatch):
+    from app.detector import openvino_detector
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert openvino_detector(random_pt, 64) == (str(random_pt), "OpenVINO is not installed: the .pt runs through torch")
+
+
+def test_openvino_folder_precision_names_what_openvino_runs(tmp_path):
+    from app.detector import openvino_folder_precision
+
+    assert openvino_folder_precision(tmp_path / "yolov8n_openvino_model", ZEN4) == "bfloat16"
+    assert openvino_folder_precision(tmp_path / "yolov8n_openvino_model", SKYLAKE) == "float32"
+    assert openvino_folder_precision(tmp_path / "yolov8n_int8_openvino_model", ZEN4) == "int8"

@@ -212,7 +212,7 @@ def _openvino_runner(source, requested: str, threads: int | None, flags, weights
 
 def _auto_cpu_runner(graph: _GraphCache, requested: str, threads: int, flags, key: str, cache: Path):
     """--runtime auto on a CPU with OpenVINO installed: OpenVINO unless ONNX Runtime measured faster
-    for this network here (float32, batch 1). bfloat16/float16 asked for and native: OpenVINO, the
+    for this network here (float32, batch 1, CPU time a call: openvino_runner.time_call says why). bfloat16/float16 asked for and native: OpenVINO, the
     one CPU runtime that runs them. The timings are kept in weights/<name>.cpu-speed.json."""
     precision, _ = cpu_precision(requested, flags, "openvino")
     ov_runner, note = _openvino_runner(graph.source, requested, threads, flags, key, cache)
@@ -232,11 +232,11 @@ def _auto_cpu_runner(graph: _GraphCache, requested: str, threads: int, flags, ke
     notes = [note] if note else []
     if precision == "float32" and pick_cpu_runtime(ms["onnx"], ms["openvino-float32"]) == "onnx":
         runner = graph.onnx_runner or OnnxRunner(graph.source(), threads=threads)
-        runner.notes = notes + [f"--runtime auto: ONNX Runtime, {ms['onnx']:.0f} ms a call against OpenVINO's "
-                                f"{ms['openvino-float32']:.0f} ms for this network (measured here, {record.name})"]
+        runner.notes = notes + [f"--runtime auto: ONNX Runtime, {ms['onnx']:.0f} CPU ms a call against OpenVINO's "
+                                f"{ms['openvino-float32']:.0f} for this network (measured here, {record.name})"]
         return runner
-    ov_runner.notes = notes + [f"--runtime auto: OpenVINO, {ms['openvino-float32']:.0f} ms a call against ONNX "
-                               f"Runtime's {ms['onnx']:.0f} ms for this network (float32, measured here, {record.name})"]
+    ov_runner.notes = notes + [f"--runtime auto: OpenVINO, {ms['openvino-float32']:.0f} CPU ms a call against ONNX "
+                               f"Runtime's {ms['onnx']:.0f} for this network (float32, measured here, {record.name})"]
     hint = bf16_hint(flags, ov_runner.precision, ms["openvino-float32"], ms.get("openvino-bfloat16"))
     if hint:
         ov_runner.notes.append(hint)
@@ -245,7 +245,7 @@ def _auto_cpu_runner(graph: _GraphCache, requested: str, threads: int, flags, ke
 
 def _measure(graph: _GraphCache, ov_runner: OpenVinoRunner, precision: str, threads: int, flags, key: str,
              cache: Path) -> dict:
-    """ms per call at batch 1 of ONNX Runtime and OpenVINO float32 (and bfloat16 where native)."""
+    """CPU ms per call at batch 1 of ONNX Runtime and OpenVINO float32 (and bfloat16 where native)."""
     onnx_runner = graph.onnx_runner or OnnxRunner(graph.source(), threads=threads)
     graph.onnx_runner = onnx_runner
     ms = {"onnx": time_call(onnx_runner)}

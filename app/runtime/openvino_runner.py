@@ -147,19 +147,24 @@ def save_cached(runner: OpenVinoRunner, cache: Path, key: str) -> None:
 # --- timing for --runtime auto and the bf16 hint ----------------------------------------------------
 
 def time_call(runner, calls: int = 5, batch_size: int = 1) -> float:
-    """The fastest of `calls` calls on a random batch, in ms, after one warm-up call (a second or two
-    at start-up, once per weights and machine: load_runner caches the result). The fastest, not the
-    median: it is what the runtime does when nothing else holds the cores, so a busy moment during
-    the first start does not decide the runtime for good (on a loaded 2-core machine here the
-    median moved 2-4x between runs, the fastest call far less)."""
+    """CPU ms one call costs this process (all its threads; median of `calls` calls on a random
+    batch, after one warm-up call): a second or two at start-up, once per weights and machine
+    (load_runner keeps the result).
+
+    CPU time, not wall time: the demo runs its reader, detector and drawing threads on the same
+    cores as the model, so what a call leaves to them decides the frame rate; and a busy moment on
+    the machine during the first start barely moves it. Measured here on a loaded 2-core machine
+    (docs/benchmarks.md, "OpenVINO and bfloat16"): the wall times of ONNX Runtime and OpenVINO
+    swapped places between runs, their CPU times did not.
+    """
     batch = np.random.default_rng(0).standard_normal((batch_size, *runner.input_size, 3)).astype(np.float32)
     runner(batch)
     times = []
     for _ in range(calls):
-        start = time.perf_counter()
+        start = time.process_time()
         runner(batch)
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+        times.append(time.process_time() - start)
+    return sorted(times)[len(times) // 2] * 1e3
 
 
 def speed_path(onnx_cache: Path) -> Path:
@@ -168,7 +173,8 @@ def speed_path(onnx_cache: Path) -> Path:
 
 
 def read_speed(path: Path, key: str) -> dict | None:
-    """{"onnx": ms, "openvino-float32": ms, "openvino-bfloat16": ms or null} measured for `key`, or None."""
+    """{"onnx": ms, "openvino-float32": ms, "openvino-bfloat16": ms or null} (CPU ms a call, time_call)
+    measured for `key`, or None."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):

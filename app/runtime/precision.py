@@ -3,7 +3,7 @@ functions of the CPU's flags and of measured timings, so they are tested without
 
     --precision auto|f32|bf16|f16      (long names float32, bfloat16, float16 are accepted too)
 
-On a CPU "auto" is float32: bfloat16 moves heatmaps by about 1.5 % of their maximum (random weights)
+On a CPU "auto" is float32: bfloat16 moves heatmaps by about 1.2 % of their maximum (random weights)
 and no trained weights here have measured what that costs in AP. bfloat16 or float16 asked of a CPU
 that has no instructions for it would be emulated, slower than float32: `cpu_precision` refuses it
 with one line, and the runner runs float32.
@@ -93,7 +93,7 @@ def cpu_precision(requested: str, flags, runtime: str) -> tuple[str, str]:
 
 def pick_cpu_runtime(onnx_ms: float, openvino_ms: float | None) -> str:
     """--runtime auto on a CPU: "openvino" when it is installed (openvino_ms not None) and not slower
-    than ONNX Runtime for this network (float32, ms per call, measured on this machine), else "onnx"."""
+    than ONNX Runtime for this network (float32, CPU ms per call, measured on this machine), else "onnx"."""
     if openvino_ms is None:
         return "onnx"
     return "openvino" if openvino_ms <= onnx_ms else "onnx"
@@ -108,7 +108,7 @@ def bf16_hint(flags, precision: str, f32_ms: float | None, bf16_ms: float | None
     measured = (f" ({f32_ms / bf16_ms:.1f}x faster than float32, measured here)"
                 if f32_ms and bf16_ms else "")
     return (f"this CPU runs bfloat16 natively ({flag}): --precision bf16 --runtime openvino{measured}; "
-            f"heatmaps move by about 1.5% of their maximum; the default stays float32")
+            f"heatmaps move by about 1.2% of their maximum; the default stays float32")
 
 
 def machine_signature(flags) -> str:
