@@ -184,6 +184,11 @@ def test_runtime_auto_follows_the_timings_kept_beside_the_weights(converted):
         assert "--precision bf16 --runtime openvino (2.0x faster than float32, measured here)" in faster.notes[1]
     assert relative_error(faster(batch), expected) <= 1e-5
 
+    # An explicit float32 runtime names bf16 too, with the speed-up measured here (when it was).
+    explicit = load_runner(weights, runtime="onnx", threads=2)
+    assert isinstance(explicit, OnnxRunner)
+    assert explicit.notes == (faster.notes[1:] if NATIVE_BF16 else [])
+
 
 # --- pure functions: precision and runtime choice ----------------------------------------------------
 

@@ -107,7 +107,13 @@ def load_runner(weights: str | Path | None = None, runtime: str = "auto", thread
     graph = _GraphCache(path, cache, key, load_pose_model, threads)
     flags = cpu_flags()
     if asked != "auto" or runtime != "openvino":
-        return _cpu_runner(graph, runtime, requested, threads, flags, weights_key=key, onnx_cache=cache)
+        runner = _cpu_runner(graph, runtime, requested, threads, flags, weights_key=key, onnx_cache=cache)
+        # The bf16 word with the speed-up an earlier --runtime auto start measured here, if one did.
+        ms = read_speed(speed_path(cache), _speed_key(key, flags, threads)) or {}
+        hint = bf16_hint(flags, runner.precision, ms.get("openvino-float32"), ms.get("openvino-bfloat16"))
+        if hint and ms:
+            runner.notes.append(hint)
+        return runner
     return _auto_cpu_runner(graph, requested, threads, flags, key, cache)
 
 
@@ -221,7 +227,7 @@ def _auto_cpu_runner(graph: _GraphCache, requested: str, threads: int, flags, ke
         runner.notes.insert(0, note)  # why not OpenVINO
         return runner
     record = speed_path(cache)
-    speed_key = f"{openvino_cache_key(key, 'all', machine_signature(flags), threads)}"
+    speed_key = _speed_key(key, flags, threads)
     ms = read_speed(record, speed_key)
     if ms is None:
         ms = _measure(graph, ov_runner, precision, threads, flags, key, cache)
@@ -241,6 +247,11 @@ def _auto_cpu_runner(graph: _GraphCache, requested: str, threads: int, flags, ke
     if hint:
         ov_runner.notes.append(hint)
     return ov_runner
+
+
+def _speed_key(key: str, flags, threads: int) -> str:
+    """What the timings in weights/<name>.cpu-speed.json hold for: weights, versions, CPU, threads."""
+    return openvino_cache_key(key, "all", machine_signature(flags), threads)
 
 
 def _measure(graph: _GraphCache, ov_runner: OpenVinoRunner, precision: str, threads: int, flags, key: str,
