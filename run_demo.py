@@ -89,12 +89,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="follow at most this many people, the most confident (the model's time grows with each)")
     parser.add_argument("--detect-every", type=int, default=8,
                         help="run the detector every N frames, tracking by keypoints in between (1 = always)")
-    parser.add_argument("--runtime", choices=["auto", "keras", "onnx", "torch"], default="auto",
-                        help="pose model runtime: auto picks ONNX Runtime on a CPU, torch (CUDA graphs) on an "
-                             "NVIDIA GPU, Keras on Apple's")
+    parser.add_argument("--runtime", choices=["auto", "keras", "onnx", "openvino", "torch"], default="auto",
+                        help="pose model runtime: auto picks torch (CUDA graphs) on an NVIDIA GPU, Keras on "
+                             "Apple's; on a CPU OpenVINO unless ONNX Runtime measured faster for the network "
+                             "(timed once, at the first start)")
     parser.add_argument("--device", type=_device, default="auto",
                         help="auto (a GPU torch sees, else the CPU), cpu, cuda, cuda:N or mps; both networks")
-    parser.add_argument("--half", action="store_true", help="float16 for both networks where the device allows it")
+    parser.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"], default="auto",
+                        help="pose model arithmetic: auto (float32 on a CPU), f32, bf16 or f16; bf16/f16 only "
+                             "where the device runs them natively (else float32, and a line saying so)")
+    parser.add_argument("--half", action="store_true",
+                        help="float16 for both networks where the device allows it (--precision f16 for the pose model)")
     parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi); for an image source an "
                                          "image (out.jpg) or, for a folder of images, a folder (out/)")
     parser.add_argument("--json", help="write every frame's people here (format: see app/outputs.py)")
@@ -255,11 +260,13 @@ def _load_and_run(args: argparse.Namespace, weights, network: str, source) -> in
 
         detector = PersonDetector(DetectorConfig(model=args.detector, conf=args.detector_conf,
                                                  imgsz=args.detector_size, max_det=args.max_people,
-                                                 device=devices.detector_device, half=args.half))
-        runner = load_runner(weights, runtime=args.runtime, device=devices.pose_device, half=args.half)
-        if getattr(runner, "note", ""):
-            print(f"note: {runner.note}", file=sys.stderr)  # e.g. float16 asked of the torch runner on a CPU
+                                                 device=devices.detector_device,
+                                                 half=args.half or args.precision == "f16"))
+        runner = load_runner(weights, runtime=args.runtime, device=devices.pose_device, half=args.half,
+                             precision=args.precision)
         print(_startup_line(network, runner, detector), file=sys.stderr)
+        for note in getattr(runner, "notes", ()):  # what --runtime auto picked; a precision not honoured
+            print(note, file=sys.stderr)
         options.runs_on = hud_line(runner.device, runner.precision, detector.device)
         estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode))
         pipeline = PosePipeline(detector, estimator, pipeline_config)

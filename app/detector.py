@@ -27,10 +27,14 @@ module takes control of them (checked against ultralytics 8.4 in site-packages):
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
+import shutil
 import socket
 import threading
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +75,10 @@ class DetectorConfig:
     # nearly the same width (a person partly behind another has a different width and stays).
     nested_overlap: float = 0.85
     threads: int | None = None
+    # A .pt detector on the CPU runs as Ultralytics' own OpenVINO export of it, made once and kept
+    # beside it (openvino_detector): several times faster than torch on the CPU (docs/benchmarks.md,
+    # issue 18). False: the .pt through torch, as before.
+    cpu_openvino: bool = True
 
 
 # Formats Ultralytics runs with torch itself, on any torch device.
@@ -153,6 +161,10 @@ class PersonDetector:
             self._restore_threads()
             np.set_printoptions(**print_options)
         path = self._check_model(config.model, known_names)
+        if config.cpu_openvino and self.device == "cpu" and Path(path).suffix.lower() == ".pt":
+            path, self.note = openvino_detector(Path(path), config.imgsz, self.note)
+        if is_openvino_folder(Path(path)):
+            self.precision = openvino_folder_precision(Path(path))
         self._set_litert_threads(config.threads or os.cpu_count() or 1)
         from ultralytics.utils import LOGGER
 
@@ -178,6 +190,8 @@ class PersonDetector:
             if path.stat().st_size == 0:
                 raise DetectorError(f"detector file {path} is empty (0 bytes); download it again "
                                     "or pass --detector PATH")
+            return str(path)
+        if is_openvino_folder(path):  # Ultralytics' OpenVINO export: a folder with the .xml and .bin
             return str(path)
         if path.exists():
             raise DetectorError(f"detector {path} is a folder; pass --detector PATH to a model file")
@@ -251,3 +265,106 @@ def suppress_nested(boxes: np.ndarray, scores: np.ndarray, overlap: float,
     keep = ~nested.any(axis=1)
     order = np.argsort(-scores[keep], kind="stable")
     return boxes[keep][order], scores[keep][order]
+
+
+# --- the detector through OpenVINO on the CPU (issue 18) -------------------------------------------
+
+OPENVINO_KEY_FILE = "pose_export_key.txt"  # ours, inside Ultralytics' export folder
+
+
+def is_openvino_folder(path: Path) -> bool:
+    """An Ultralytics OpenVINO export: a folder (named <model>_openvino_model) holding a model .xml
+    and its .bin of weights."""
+    return path.is_dir() and any(xml.with_suffix(".bin").is_file() for xml in path.glob("*.xml"))
+
+
+def openvino_folder_precision(folder: Path, flags=None) -> str:
+    """What an OpenVINO export runs in on this CPU: "int8" for an int8 export (Ultralytics names it
+    <model>_int8_openvino_model), else bfloat16 where the CPU has it (OpenVINO's CPU default there:
+    Ultralytics sets no precision), else float32."""
+    from app.runtime.precision import cpu_flags, native_precisions
+
+    if "_int8_" in f"_{folder.name}_":
+        return "int8"
+    return "bfloat16" if "bfloat16" in native_precisions(cpu_flags() if flags is None else flags) else "float32"
+
+
+def openvino_export_path(pt_path: Path) -> Path:
+    """yolov8n.pt -> yolov8n_openvino_model/ beside it: the name Ultralytics itself gives the export."""
+    return pt_path.with_name(f"{pt_path.stem}_openvino_model")
+
+
+def openvino_export_key(pt_path: Path, imgsz: int) -> str:
+    """What a cached export must have been made from: this .pt, this input size, these versions."""
+    import openvino
+    import ultralytics
+
+    digest = hashlib.sha256(pt_path.read_bytes()).hexdigest()
+    return (f"sha256 {digest}; imgsz {imgsz}; ultralytics {ultralytics.__version__}; "
+            f"openvino {openvino.__version__.split('-')[0]}")
+
+
+def export_openvino_detector(pt_path: Path, imgsz: int, load=None) -> Path:
+    """Ultralytics' OpenVINO export (float32 IR, static imgsz x imgsz input) of a .pt detector,
+    made once and kept beside it as <name>_openvino_model/; made again when the .pt, the size or
+    a version changes. load: path -> Ultralytics model (default YOLO(path, task="detect")).
+
+    Atomic: the export is made in a hidden folder beside the .pt (from a copy of it, since
+    Ultralytics writes next to the file it loaded) and renamed into place whole, so a reader never
+    sees half an export; an interrupted export leaves at most that hidden folder, which is removed.
+    Raises whatever Ultralytics or OpenVINO raise.
+    """
+    final = openvino_export_path(pt_path)
+    key = openvino_export_key(pt_path, imgsz)
+    with contextlib.suppress(OSError):
+        if (final / OPENVINO_KEY_FILE).read_text() == key and is_openvino_folder(final):
+            return final
+    if load is None:
+        YOLO, _ = _import_yolo()
+
+        def load(path):
+            return YOLO(path, task="detect", verbose=False)
+
+    work = pt_path.with_name(f".{pt_path.stem}.{uuid.uuid4().hex[:12]}.part")
+    work.mkdir()
+    try:
+        copy = work / pt_path.name
+        shutil.copyfile(pt_path, copy)
+        from ultralytics.utils import LOGGER
+
+        level = LOGGER.level
+        LOGGER.setLevel(logging.WARNING)  # its export logs a dozen lines of progress even with verbose=False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation, inside Ultralytics
+                load(str(copy)).export(format="openvino", imgsz=imgsz, half=False, int8=False, dynamic=False,
+                                       verbose=False)
+        finally:
+            LOGGER.setLevel(level)
+        produced = openvino_export_path(copy)
+        (produced / OPENVINO_KEY_FILE).write_text(key)
+        if final.exists():
+            os.replace(final, work / "previous")  # a folder cannot be replaced by rename while it exists
+        os.replace(produced, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def openvino_detector(pt_path: Path, imgsz: int, note: str = "") -> tuple[str, str]:
+    """(the model to load, the start-up note) for a .pt detector on the CPU: its OpenVINO export
+    when OpenVINO is installed and the export works, else the .pt itself with a note saying why."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return str(pt_path), _join(note, "OpenVINO is not installed: the .pt runs through torch")
+    try:
+        folder = export_openvino_detector(pt_path, imgsz)
+    except Exception as error:  # Ultralytics and OpenVINO raise many types; the .pt still works
+        log.warning("cannot export %s to OpenVINO (%s); running the .pt through torch", pt_path, _first_line(error))
+        return str(pt_path), _join(note, f"OpenVINO export failed ({_first_line(error)}): the .pt runs through torch")
+    return str(folder), _join(note, f"OpenVINO export {folder.name}")
+
+
+def _join(note: str, more: str) -> str:
+    return f"{note}; {more}" if note else more

@@ -2,7 +2,7 @@
 
     python -m app.evaluate --annotations person_keypoints_val2017.json --images val2017 \\
         [--weights FILE] [--boxes DETS.json | --gt-boxes] [--flip] [--decode dark|quarter] \\
-        [--runtime auto|keras|onnx|torch] --out results.json
+        [--runtime auto|keras|onnx|openvino|torch] [--precision auto|f32|bf16|f16] --out results.json
 
 For each image: read it (one at a time, so full val2017 runs in constant memory), estimate every
 person box, score each person as the official code (box score x mean of its keypoint scores above
@@ -276,7 +276,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="keep detections with score >= this (official: 0.0)")
     parser.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop")
     parser.add_argument("--decode", choices=("dark", "quarter", "argmax"), default="dark")
-    parser.add_argument("--runtime", choices=("auto", "keras", "onnx", "torch"), default="auto")
+    parser.add_argument("--runtime", choices=("auto", "keras", "onnx", "openvino", "torch"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "f32", "bf16", "f16"), default="auto",
+                        help="pose model arithmetic (as run_demo.py): measure what bf16 costs in AP with "
+                             "--runtime openvino --precision bf16 against the default")
     parser.add_argument("--batch", type=int, default=32, help="crops per model call")
     parser.add_argument("--out", required=True, help="COCO keypoint results json to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -326,7 +329,11 @@ def _main(args: argparse.Namespace) -> int:
     inputs = check_inputs(args)
     from app.runtime import load_runner  # lazily: it imports TensorFlow / ONNX Runtime
 
-    estimator = PoseEstimator(load_runner(args.weights, runtime=args.runtime), pose_config(args))
+    runner = load_runner(args.weights, runtime=args.runtime, precision=args.precision)
+    print(f"pose model: {runner.engine}, {runner.device}, {runner.precision}")
+    for note in getattr(runner, "notes", ()):
+        print(note)
+    estimator = PoseEstimator(runner, pose_config(args))
     run(args, estimator, inputs)
     return 0
 

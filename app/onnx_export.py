@@ -1,8 +1,11 @@
 """Keras -> ONNX: a small exporter for the layer types SimpleBaseline and HRNet use.
 
-Written by hand because Keras' own `model.export(format="onnx")` needs tf2onnx, which is unmaintained
-and does not install beside TensorFlow 2.21 / Keras 3 / numpy 2. `app.runtime` runs the graph with
-ONNX Runtime and caches it beside the weights.
+Written by hand, and kept after trying the alternatives (issue 18, docs/benchmarks.md): Keras' own
+`model.export(format="onnx")` (through tf2onnx 1.17.0, which does install beside TensorFlow 2.21 and
+numpy 2, though it is not pinned) gives the same heatmaps but a graph ONNX Runtime runs with 3-14%
+more CPU time per person; OpenVINO's convert_model of the Keras model matches this graph's speed in
+OpenVINO but gives ONNX Runtime nothing. `app.runtime` runs this graph with ONNX Runtime and with
+OpenVINO and caches it beside the weights.
 
     proto = export_onnx(model)        # onnx.ModelProto: (N, H, W, 3) NHWC in -> (N, h, w, K) NHWC out
 """

@@ -3,6 +3,7 @@
     python -m benchmarks.model_bench --json out/model_bench.json
     python -m benchmarks.model_bench --models r50,mobilenetv2 --no-eager --no-int8
     python -m benchmarks.model_bench --backend-info
+    python -m benchmarks.model_bench --models r50,mobilenetv2 --batches 1,4 --no-eager --no-int8 --openvino-only
 
 One process, one machine, the models of --models (default SimpleBaseline-R50; mobilenetv2 is
 SimpleBaseline-MobileNetV2, hrnet-w32 / hrnet-w48 are HRNet; all 256 x 192 with random weights: the
@@ -16,6 +17,10 @@ runtimes. At batch 1, 4 and 8 it times, for each model:
   onnxruntime default  reference: a default InferenceSession on the same graph
   keras eager        reference: model(x), layer by layer
   ORT int8 static    speed only, not offered: the same graph quantized by ONNX Runtime's tool
+  OpenVinoRunner f32   product: OpenVINO over the same graph, float32 (--runtime auto's pick on a CPU
+                     when not slower than OnnxRunner; issue 18)
+  OpenVinoRunner bf16  product: the same in bfloat16 (--precision bf16), where the CPU has avx512_bf16
+                     or amx_bf16; where it has not, "(emulated)" marks a row the product refuses to run
 and a float32 matrix-product peak (numpy matmul GFLOP/s) with the per-person floor it implies for
 the model's multiply-adds, counted from its layers. Each runtime is warmed up, then called in
 rounds, one call per runtime per round (each after a short pause, see SETTLE_S), so a load change
@@ -225,9 +230,22 @@ def time_rounds(runners: dict, batch: np.ndarray, warmup: int, repeats: int, cpu
     return times
 
 
+def openvino_runners(graph: bytes, threads: int | None) -> dict:
+    """{name: runner} of OpenVINO float32 and bfloat16 over `graph` ({} without OpenVINO)."""
+    from app.runtime import OpenVinoRunner, cpu_flags, native_precisions, openvino_version
+
+    if openvino_version() is None:
+        return {}
+    native = native_precisions(cpu_flags())
+    return {f"OpenVinoRunner {short}" + ("" if name in native else " (emulated)"):
+            OpenVinoRunner(graph, precision=name, threads=threads)
+            for short, name in (("f32", "float32"), ("bf16", "bfloat16"))}
+
+
 def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: bool,
-                 compare_deconv: bool = False) -> dict:
-    """{runtime name: (runner, offered)} for one model."""
+                 compare_deconv: bool = False, openvino_only: bool = False) -> dict:
+    """{runtime name: (runner, offered)} for one model. openvino_only: OnnxRunner, the default
+    ONNX Runtime session and OpenVINO only (issue 18's comparison)."""
     keras_runner = KerasRunner(model)
     graph = export_onnx(model).SerializeToString()
     onnx_runner = OnnxRunner(graph, threads=threads)
@@ -237,7 +255,12 @@ def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: boo
         "TorchRunner (torch-cpu)": TorchRunner(model, device="cpu", threads=threads),
         "OnnxRunner, spinning threads": OnnxRunner(graph, threads=threads, spinning=True),
         "onnxruntime default session": _onnx_default_session(graph),
+        **openvino_runners(graph, threads),
     }
+    if openvino_only:
+        runners = {name: run for name, run in runners.items()
+                   if name.startswith(("OnnxRunner (", "onnxruntime default", "OpenVinoRunner"))}
+        eager = int8 = compare_deconv = False
     if compare_deconv:
         # The exporter's sub-pixel deconvolutions (app.onnx_export._subpixel_deconvolutions) against
         # ONNX's own ConvTranspose, on the same weights.
@@ -247,7 +270,7 @@ def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: boo
         runners["keras eager model(x)"] = _eager(model)
     if int8:
         runners["ORT int8 static (not offered)"] = onnx_int8_runner(graph, keras_runner.input_size, threads)
-    return {name: (run, name.startswith(("KerasRunner", "OnnxRunner (", "TorchRunner"))) for name, run in runners.items()}
+    return {name: (run, name.startswith(("KerasRunner", "OnnxRunner (", "OpenVinoRunner", "TorchRunner"))) for name, run in runners.items()}
 
 
 def count_python_calls(call) -> int:
@@ -277,6 +300,7 @@ def run_model_bench(
     show: bool = True,
     models: list[keras.Model] | None = None,
     compare_deconv: bool = False,
+    openvino_only: bool = False,
 ) -> list[dict]:
     """Time every runtime on `model` (default: SimpleBaseline-R50 256 x 192, random weights), or on
     each of `models` (same input size), interleaved in the same rounds.
@@ -297,7 +321,7 @@ def run_model_bench(
     (height, width), = sizes
     runners, offered, owner = {}, {}, {}
     for m in models:
-        for name, (run, is_offered) in _runners_for(m, threads, eager, int8, compare_deconv).items():
+        for name, (run, is_offered) in _runners_for(m, threads, eager, int8, compare_deconv, openvino_only).items():
             key = f"{m.name} | {name}"
             runners[key], offered[key], owner[key] = run, is_offered, (m.name, name)
 
@@ -334,6 +358,22 @@ def run_model_bench(
     return rows
 
 
+def print_auto_choice(rows: list[dict]) -> None:
+    """What --runtime auto takes on this CPU for each network (app.runtime.precision.pick_cpu_runtime
+    on these medians), and bf16's ratio to ONNX Runtime's default session."""
+    from app.runtime import pick_cpu_runtime
+
+    table = {(row["model"], row["runtime"], row["batch"]): row["ms_per_person"] for row in rows if row["batch"]}
+    for model, runtime, batch in sorted(k for k in table if k[1].startswith("OnnxRunner (")):
+        openvino = table.get((model, "OpenVinoRunner f32", batch))
+        default = table[(model, "onnxruntime default session", batch)]
+        bf16 = table.get((model, "OpenVinoRunner bf16", batch))
+        pick = pick_cpu_runtime(table[(model, runtime, batch)], openvino)
+        picked = openvino if pick == "openvino" else table[(model, runtime, batch)]
+        print(f"{model} batch {batch}: --runtime auto picks {pick} ({picked / default:.2f}x the default ONNX "
+              f"Runtime session)" + (f"; OpenVINO bf16 {bf16 / default:.2f}x" if bf16 else ""))
+
+
 def print_table(rows: list[dict], model_name: str = "") -> None:
     reference = {row["batch"]: row["ms_per_person"] for row in rows if row["runtime"] == "onnxruntime default session"}
     print(f"\n{model_name}: ms per person (median), x = time / onnxruntime default session at that batch")
@@ -365,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 speed-only row")
     parser.add_argument("--compare-deconv", action="store_true",
                         help="also time the graph with ONNX ConvTranspose instead of sub-pixel convolutions")
+    parser.add_argument("--openvino-only", action="store_true",
+                        help="time OnnxRunner, the default ONNX Runtime session and OpenVINO f32/bf16 only")
     parser.add_argument("--backend-info", action="store_true", help="print the Keras backend line and exit")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -380,7 +422,9 @@ def main(argv: list[str] | None = None) -> None:
         batch_sizes=tuple(int(b) for b in args.batches.split(",")), repeats=args.repeats, warmup=args.warmup,
         threads=args.threads, eager=not args.no_eager, int8=not args.no_int8,
         models=[build_model(name) for name in args.models.split(",")], compare_deconv=args.compare_deconv,
+        openvino_only=args.openvino_only,
     )
+    print_auto_choice(rows)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

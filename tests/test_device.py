@@ -19,7 +19,10 @@ from app.detector import detector_device
 from app.device import (Availability, DeviceError, apply_choice, choose_backend, hud_line, parse_device,
                         resolve_device, startup_line)
 from app.pose import PoseEstimator
-from app.runtime import KerasRunner, OnnxRunner, half_precision, resolve_runtime, runner_from_model
+from app.runtime import (
+    KerasRunner, OnnxRunner, OpenVinoRunner, cpu_flags, half_precision, native_precisions, openvino_version,
+    resolve_runtime, runner_from_model,
+)
 from models.simple_baseline import build_simple_baseline
 from tests.test_demo import demo_command, demo_env
 from tests.test_runtime import normalised_batch, randomize_batch_norms
@@ -156,7 +159,8 @@ def test_detector_formats_that_cannot_use_the_gpu_run_on_the_cpu_and_say_so(monk
 
 
 def test_auto_runtime_follows_the_chosen_device():
-    assert resolve_runtime("auto", "cpu") == "onnx"
+    # On the CPU: OpenVINO where installed (load_runner then checks it is not slower), else ONNX Runtime.
+    assert resolve_runtime("auto", "cpu") == ("openvino" if openvino_version() is not None else "onnx")
     assert resolve_runtime("auto", "cuda:0") == "torch"  # TorchRunner: CUDA graphs (issue 17)
     assert resolve_runtime("auto", "mps") == "keras"
     assert resolve_runtime("onnx", "cuda:0") == "onnx"
@@ -240,8 +244,11 @@ def test_half_precision_copies_every_weight():
 def test_runner_from_model_passes_half_to_keras_only():
     model = blob_model()
     assert runner_from_model(model, "keras", half=True).precision == "float16"
-    onnx = runner_from_model(model, "auto", device="cpu", half=True)  # ONNX Runtime on the CPU: float32
-    assert isinstance(onnx, OnnxRunner) and onnx.precision == "float32" and onnx.device == "cpu"
+    # A CPU runtime: float16 only where the CPU has it in hardware (app.runtime.precision), else float32.
+    cpu = runner_from_model(model, "auto", device="cpu", half=True)
+    native_f16 = "float16" in native_precisions(cpu_flags()) and isinstance(cpu, OpenVinoRunner)
+    assert isinstance(cpu, (OnnxRunner, OpenVinoRunner)) and cpu.device == "cpu"
+    assert cpu.precision == ("float16" if native_f16 else "float32")
 
 
 # --- run_demo ----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from app import runtime
 from app.errors import MissingWeightsError
 from app.onnx_export import OnnxExportError, export_onnx
-from app.runtime import KerasRunner, OnnxRunner, load_runner, runner_from_model
+from app.runtime import KerasRunner, OnnxRunner, OpenVinoRunner, load_runner, runner_from_model
 from models.simple_baseline import build_simple_baseline
 
 PARITY_TOLERANCE = 1e-4
@@ -186,9 +186,10 @@ def small_model():
     return every_layer_model()
 
 
-def test_auto_picks_onnx_without_gpu_and_keras_with_one(small_model, monkeypatch):
+def test_auto_picks_a_cpu_runtime_without_gpu_and_keras_on_mps(small_model, monkeypatch):
     monkeypatch.setattr(runtime, "keras_device", lambda: "cpu")
-    assert isinstance(runner_from_model(small_model, "auto"), OnnxRunner)
+    cpu_runner = OpenVinoRunner if runtime.openvino_version() is not None else OnnxRunner
+    assert isinstance(runner_from_model(small_model, "auto"), cpu_runner)
     monkeypatch.setattr(runtime, "keras_device", lambda: "mps")  # CUDA: TorchRunner (tests/test_torch_runner.py)
     assert isinstance(runner_from_model(small_model, "auto"), KerasRunner)
     assert isinstance(runner_from_model(small_model, "onnx"), OnnxRunner)

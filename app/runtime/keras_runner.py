@@ -16,11 +16,15 @@ class KerasRunner:
     set by app.device): one host-to-device copy of the whole batch in, one copy of the heatmaps out.
 
     half: run a float16 copy of the model (weights cast once here, activations float16 on the
-    device); the heatmaps come back as float32. `.precision` says which.
+    device); the heatmaps come back as float32. precision: "float32", "float16" (as half) or
+    "bfloat16" (the same copy in bfloat16); given, it wins over half. `.precision` says which.
     """
 
-    def __init__(self, model: keras.Model, half: bool = False):
-        self.model = half_precision(model) if half else model
+    def __init__(self, model: keras.Model, half: bool = False, precision: str | None = None):
+        precision = precision or ("float16" if half else "float32")
+        if precision not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"precision must be float32, float16 or bfloat16, got {precision!r}")
+        self.model = model if precision == "float32" else half_precision(model, precision)
         self.input_size, self.heatmap_size, self.num_joints = model_io_shape(model)
         self.name = f"keras-{keras.backend.backend()}"
         weights = self.model.weights
@@ -28,7 +32,7 @@ class KerasRunner:
             self.device = _torch_device_name(weights[0].value.device)  # where this model's weights are
         else:
             self.device = keras_device()
-        self.precision = "float16" if half else "float32"
+        self.precision = precision
         self.engine = f"Keras {keras.__version__} ({keras.backend.backend()} backend)"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -39,15 +43,15 @@ class KerasRunner:
         return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
 
 
-def half_precision(model: keras.Model) -> keras.Model:
-    """A float16 copy of a functional Keras model: every layer rebuilt under the "float16" dtype
+def half_precision(model: keras.Model, dtype: str = "float16") -> keras.Model:
+    """A float16 (or `dtype`: "bfloat16") copy of a functional Keras model: every layer rebuilt under the "float16" dtype
     policy (variables and arithmetic float16; BatchNormalization still normalises in float32, as
     Keras does for half inputs), the weights cast from the original. The input is cast to float16
     by the first layer, on the device."""
 
     def as_float16(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()
-        config["dtype"] = "float16"
+        config["dtype"] = dtype
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=as_float16)

@@ -97,9 +97,15 @@ def save_atomically(proto, path: Path) -> None:
     """Write into a hidden temp file beside `path`, then rename: a reader never sees half a graph."""
     import onnx
 
+    write_atomically(path, lambda temp: onnx.save_model(proto, temp))
+
+
+def write_atomically(path: Path, write) -> None:
+    """`write(temp)` fills a hidden temp file beside `path`, then one rename puts it in place: a
+    reader sees the old file or the new one, never half of one (also used for OpenVINO's cache)."""
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
     try:
-        onnx.save_model(proto, temp)
+        write(temp)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -534,6 +534,10 @@ class TorchRunner:
         device = "cuda:0" if device == "cuda" else device
         self.device = device
         self.precision, self.note = resolve_precision(precision, device)
+        # What app.pose.PoseEstimator hands over: on a GPU the uint8 crops (a quarter of float32's
+        # bytes to upload), normalised on the device inside the graph; on a CPU the float32 batch
+        # app.crop.normalize made, so one frozen graph serves every caller.
+        self.input_dtype = "float32" if device == "cpu" else "uint8"
         self.name = f"torch-{device.split(':')[0]}"
         self.engine = f"torch {torch.__version__.split('+')[0]}"
         self.buckets = tuple(sorted(buckets))
@@ -551,7 +555,7 @@ class TorchRunner:
             if static_buckets or (static_buckets is None and on_cuda):
                 self._graphs = _StaticBuckets(torch, module, device, self.input_size, self.buckets, graphs=on_cuda)
                 if on_cuda:
-                    self._graphs.capture(1, np.dtype(np.float32))  # the first frame's bucket, at load
+                    self._graphs.capture(1, np.dtype(self.input_dtype))  # the first frame's bucket, at load
                     self.engine += " (CUDA graphs)"
             elif device == "cpu":
                 self._call = _frozen_cpu_module(torch, module, self.input_size)
