@@ -20,7 +20,7 @@ import threading
 os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics must not phone home from a demo
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter (cuInit on a CPU) is no error of ours
 
-from app.errors import run_command  # noqa: E402  (after the environment above)
+from app.errors import run_command, stop_on_signals  # noqa: E402  (after the environment above)
 
 
 def _positive_int(text: str) -> int:
@@ -129,6 +129,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stop_on_signals()  # SIGTERM and SIGHUP close the outputs as Ctrl-C does
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     return run_command(lambda: _run(args), args.debug, hard_exit_on_interrupt=True)
 
