@@ -136,6 +136,17 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0].rstrip(".")
 
 
+def _litert_precision(model, default: str) -> str:
+    """"int8" for a LiteRT detector whose weights are int8 (Ultralytics' `int8=True` export keeps
+    float inputs and outputs, so only its tensors tell), else `default`."""
+    interpreter = getattr(getattr(getattr(getattr(model, "predictor", None), "model", None), "backend", None),
+                          "interpreter", None)
+    if interpreter is None:  # another Ultralytics layout: say nothing rather than something wrong
+        return default
+    dtypes = {np.dtype(detail["dtype"]) for detail in interpreter.get_tensor_details()}
+    return "int8" if np.dtype(np.int8) in dtypes else default
+
+
 def check_pickle(path: Path) -> None:
     """Refuses a .pt detector whose pickle asks for anything an Ultralytics checkpoint does not hold
     (app.safe_pickle), before Ultralytics unpickles it: DetectorError, one line."""
@@ -186,6 +197,8 @@ class PersonDetector:
                                 "pass --detector PATH to a YOLO .pt, .onnx or .tflite file") from error
         finally:
             LOGGER.setLevel(level)
+        if Path(config.model).suffix.lower() == ".tflite":
+            self.precision = _litert_precision(self._model, self.precision)
         names = getattr(self._model, "names", None) or {}
         if names.get(PERSON_CLASS, "person") != "person":
             log.warning("detector %s calls class 0 %r, not 'person'; its boxes may not be people",

@@ -17,9 +17,10 @@ class PoseError(Exception):
 
 
 class MissingWeightsError(PoseError):
-    """No trained weights where they were looked for."""
+    """No trained weights where they were looked for (a first run before any download). Not 2,
+    which argparse gives a bad command line."""
 
-    exit_code = 2
+    exit_code = 10
 
 
 class SourceError(PoseError):

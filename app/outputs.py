@@ -229,7 +229,8 @@ class VideoOutput:
         container_format, codec = VIDEO_FORMATS[self.path.suffix.lower()]
         self._lock_fd = _lock(self.path)
         try:
-            os.ftruncate(self._lock_fd, 0)
+            if self.path.is_file():
+                os.ftruncate(self._lock_fd, 0)
             self._container = av.open(str(self.path), "w", format=container_format,
                                       options=FRAGMENTED_MP4 if container_format == "mp4" else {})
             rate = Fraction(self.fps).limit_denominator(1001)
@@ -371,7 +372,8 @@ class JsonOutput:
             # Locked against a second run (_lock), then emptied. Unbuffered: each write below is one
             # system call, so it lands whole or not at all.
             self._file = os.fdopen(_lock(self.path), "wb", buffering=0)
-            self._file.truncate(0)
+            if self.path.is_file():  # not a device such as /dev/null
+                self._file.truncate(0)
             self._write_at(0, opening.encode() + self._CLOSING)
         except OSError as error:
             raise OutputError(f"cannot write {self.path} ({error.strerror}); "

@@ -114,3 +114,270 @@ def test_the_demo_refuses_a_payload_detector_in_one_line(yolo_checkpoint, tmp_pa
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "could run code" in errors[0] and "Traceback" not in completed.stderr
     assert not marker.exists()
+
+
+# --- outputs that survive signals, SIGKILL and a full disk -------------------------------------
+
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+
+import run_demo  # noqa: E402
+from app.errors import MissingWeightsError, OutputError, SourceError  # noqa: E402
+from app.outputs import JsonOutput, VideoOutput  # noqa: E402
+
+
+def demo_command(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "run_demo.py"), "--headless", "--no-progress", *args]
+
+
+def demo_env() -> dict:
+    env = dict(os.environ, YOLO_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.pop("DISPLAY", None)
+    return env
+
+
+def decoded_count(path: Path) -> int:
+    """Frames OpenCV decodes from `path`, read to the first frame it cannot read."""
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+def json_frames(path: Path) -> int:
+    return len(json.loads(path.read_text())["frames"])
+
+
+def start_demo(tmp_path, video, weights, detector, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        demo_command("--source", str(video), "--weights", str(weights), "--detector", str(detector),
+                     "--detector-size", "320", *extra),
+        cwd=tmp_path, env=demo_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Signals a shell without job control set to be ignored stay ignored across exec; the
+        # tests are about these signals, so the child starts with their default handling.
+        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)])
+
+
+def wait_for_frames(process: subprocess.Popen, json_path: Path, frames: int, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(ValueError, OSError):
+            if json_frames(json_path) >= frames:
+                return
+        time.sleep(0.2)
+    assert process.poll() is None, process.stderr.read()[-2000:]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_close_the_outputs_like_ctrl_c(tmp_path, dancer_video, detector_path, random_weights,
+                                                         signum, code):
+    out_video, out_json = tmp_path / "out.mp4", tmp_path / "out.json"
+    process = start_demo(tmp_path, dancer_video, random_weights, detector_path,
+                         "--output", str(out_video), "--json", str(out_json))
+    try:
+        wait_for_frames(process, out_json, 20)
+        process.send_signal(signum)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    assert process.returncode == code, stderr[-2000:]
+    assert "Traceback" not in stderr and f"stopped by {signal.Signals(signum).name}: outputs closed" in stderr
+    written = json_frames(out_json)
+    assert written >= 20
+    # Closed, not cut: the video holds every frame the JSON does, up to the frames in flight.
+    assert written - 8 <= decoded_count(out_video) <= written + 8
+
+
+def test_sigkill_leaves_a_video_that_plays_to_nearly_its_last_frame(tmp_path, dancer_video, detector_path,
+                                                                    random_weights):
+    out_video, out_json = tmp_path / "out.mp4", tmp_path / "out.json"
+    process = start_demo(tmp_path, dancer_video, random_weights, detector_path, "--smoothing", "live",
+                         "--output", str(out_video), "--json", str(out_json))
+    try:
+        wait_for_frames(process, out_json, 30)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    written = json_frames(out_json)  # the JSON is a whole document after every frame
+    decoded = decoded_count(out_video)
+    assert written >= 30 and written - 3 <= decoded <= written + 3, (written, decoded)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MB tmpfs (root only); skipped elsewhere (the /dev/full and fault tests below run anywhere)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_with_both_files_readable(small_disk, dancer_video, detector_path,
+                                                                        random_weights):
+    out_video, out_json = small_disk / "out.mp4", small_disk / "out.json"
+    completed = subprocess.run(
+        demo_command("--source", str(dancer_video), "--weights", str(random_weights), "--detector",
+                     str(detector_path), "--detector-size", "320", "--output", str(out_video), "--json",
+                     str(out_json)),
+        cwd=small_disk.parent, env=demo_env(), capture_output=True, text=True, timeout=600)
+    assert completed.returncode == OutputError.exit_code, completed.stderr[-2000:]
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: disk full: ") and "Traceback" not in completed.stderr
+    written = json_frames(out_json)
+    assert 0 < written < 1000  # stopped early: the dancer has more frames
+    assert written - 3 <= decoded_count(out_video) <= written + 3
+
+
+def test_a_full_disk_under_each_output_alone(small_disk):
+    rng = np.random.default_rng(0)
+    for name in ("noise.mp4", "noise.avi"):
+        path = small_disk / name
+        video = VideoOutput(path, fps=25)
+        with pytest.raises(OutputError, match="^disk full: ") as error:
+            try:
+                for _ in range(10_000):
+                    video.write(rng.integers(0, 256, (96, 128, 3), np.uint8))
+            finally:
+                video.close()
+        assert "\n" not in str(error.value)
+        assert decoded_count(path) == video.frames_written > 0  # an .avi too: it was closed with its index
+        path.unlink()
+    path = small_disk / "big.json"
+    output = JsonOutput(path)
+    with pytest.raises(OutputError, match="^disk full: "):
+        for index in range(100_000):
+            output.write_frame(index, index / 25, [{"keypoints": rng.random(51).tolist()}])
+    output.close()
+    assert json_frames(path) == output.frames_written > 0
+
+
+def test_a_write_that_fails_half_way_leaves_the_json_whole(tmp_path):
+    """The space check cannot see another program filling the disk: the write itself then fails
+    (injected here after half the record), and the file is put back to its last whole frame."""
+    path = tmp_path / "out.json"
+    output = JsonOutput(path)
+    output.write_frame(0, 0.0, [])
+    output._file = _FailingFile(output._file)
+    with pytest.raises(OutputError, match=r"^disk full: cannot write .*out\.json \(No space left on device\) after 1 frames"):
+        output.write_frame(1, 0.04, [{"keypoints": [1.0] * 51}])
+    output._file = output._file.inner
+    output.close()
+    assert json_frames(path) == 1
+
+
+class _FailingFile:
+    """A file whose next write lands half its bytes and then fails with ENOSPC; the rest passes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.failed = False
+
+    def write(self, data):
+        if not self.failed:
+            self.failed = True
+            self.inner.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        return self.inner.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_dev_full_as_the_json_is_one_line(capsys, tmp_path, random_weights, detector_path):
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.full((64, 48, 3), 255, np.uint8))
+    code, stderr = run_main(capsys, "--source", str(image), "--weights", str(random_weights), "--detector",
+                            str(detector_path), "--json", "/dev/full", "--overwrite")
+    assert code == OutputError.exit_code and "No space left on device" in stderr
+    assert_one_line(stderr)
+
+
+# --- paths that must differ, files in use, names that do not fit ---------------------------------
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    code = run_demo.main(["--headless", "--no-progress", *args])
+    return code, capsys.readouterr().err
+
+
+def assert_one_line(stderr: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("case", ["output is source", "json is source", "json is output", "link to source",
+                                  "hard link to source"])
+def test_two_paths_that_are_one_file_are_refused_before_anything_is_written(case, capsys, tmp_path):
+    source = tmp_path / "clip.avi"
+    source.write_bytes(b"precious" * 1000)
+    before = source.read_bytes()
+    args = ["--source", str(source), "--overwrite"]
+    if case == "output is source":
+        args += ["--output", str(source)]
+    elif case == "json is source":
+        args += ["--json", str(tmp_path / "." / "clip.avi")]
+    elif case == "json is output":
+        args = ["--source", "9", "--output", str(tmp_path / "x.avi"), "--json", str(tmp_path / "x.avi")]
+    elif case == "link to source":
+        (tmp_path / "link.avi").symlink_to(source)
+        args += ["--output", str(tmp_path / "link.avi")]
+    else:
+        os.link(source, tmp_path / "hard.avi")
+        args += ["--output", str(tmp_path / "hard.avi")]
+    code, stderr = run_main(capsys, *args)
+    assert code == OutputError.exit_code and "are the same file" in stderr, stderr
+    assert_one_line(stderr)
+    assert source.read_bytes() == before
+    assert not (tmp_path / "x.avi").exists()
+
+
+def test_an_output_another_run_is_writing_is_refused_even_with_overwrite(capsys, tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("{}")
+    with open(path, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running demo holds it (app.outputs._lock)
+        code, stderr = run_main(capsys, "--source", "9", "--json", str(path), "--overwrite")
+        assert code == OutputError.exit_code and "is being written by another run" in stderr
+        assert_one_line(stderr)
+        with pytest.raises(OutputError, match="being written by another run"):
+            JsonOutput(path)
+    assert path.read_text() == "{}"
+
+
+def test_two_outputs_on_one_file_in_one_process_are_refused(tmp_path):
+    first = JsonOutput(tmp_path / "out.json")
+    try:
+        with pytest.raises(OutputError, match="being written by another run"):
+            JsonOutput(tmp_path / "out.json")
+    finally:
+        first.close()
+    assert json_frames(tmp_path / "out.json") == 0
+
+
+@pytest.mark.parametrize("option", ["--output", "--json"])
+def test_a_300_character_output_name_is_one_line(capsys, tmp_path, option):
+    name = "x" * 296 + (".mp4" if option == "--output" else ".json")
+    code, stderr = run_main(capsys, "--source", "9", option, str(tmp_path / name))
+    assert code == OutputError.exit_code and "bytes long" in stderr
+    assert_one_line(stderr)
+
+
+def test_an_output_under_a_file_is_named_as_such(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    code, stderr = run_main(capsys, "--source", "9", "--json", str(tmp_path / "file" / "out.json"))
+    assert code == OutputError.exit_code and f"{tmp_path / 'file'} is a file, not a folder" in stderr
