@@ -164,7 +164,7 @@ def check_output_path(path: str | PathLike, overwrite: bool = False) -> Path:
 def check_video_path(path: str | PathLike) -> None:
     """OutputError unless `path` ends in an extension VideoOutput writes (checked before anything loads)."""
     if Path(path).suffix.lower() not in VIDEO_FORMATS:
-        raise OutputError(f"cannot write video {Path(path).expanduser()}: unknown extension "
+        raise OutputError(f"cannot write video {Path(path).expanduser().absolute()}: unknown extension "
                           f"{Path(path).suffix or '(none)'}; use one of {', '.join(VIDEO_FORMATS)}")
 
 
