@@ -1,0 +1,71 @@
+"""Trained SimpleBaseline weights: convert PyTorch checkpoints to Keras, download the MMPose ones, load.
+
+    python -m app.weights download [NAME]        # an MMPose model-zoo checkpoint, verified, converted
+    python -m app.weights download NAME --accept-unverified  # one whose sha256 does not match its name
+    python -m app.weights convert SRC.pth [DST]  # a checkpoint you already have
+
+A converted model is two files in weights/: `<name>.weights.h5` (Keras weights) and `<name>.json`
+(source, its sha256, backbone and depth or widen_factor, num_joints, input_size), which
+`load_pose_model` builds the network from.
+
+Two networks convert, told apart by their keys (infer_network): SimpleBaseline-ResNet
+(models/simple_baseline.py) and SimpleBaseline-MobileNetV2 (models/mobilenet_v2.py, MMPose's
+`mobilenetv2_coco_*`: `backbone.conv1.conv.weight`, `backbone.layer1.0.conv.0.conv.weight`, ...).
+Checkpoints come in two layouts, both mapped key by key onto the Keras layers:
+- Microsoft (microsoft/human-pose-estimation.pytorch): a bare state_dict, `conv1.weight`,
+  `layer1.0.conv1.weight`, `deconv_layers.0.weight`, `final_layer.weight`; `module.` in front when it
+  was saved from nn.DataParallel.
+- MMPose 0.x: {'state_dict': {'backbone.<as above>', 'keypoint_head.deconv_layers.*',
+
+The package, by concern (a network's key mapping is one small module: the next network adds one):
+- zoo.py: the model-zoo table, download and checksum verification.
+- checkpoint.py: reading a .pth without running its code; one line for a damaged file.
+- networks.py: which network a state holds, its label, building it; one module per network:
+  resnet.py (SimpleBaseline-ResNet), mobilenet_v2.py (SimpleBaseline-MobileNetV2).
+- mapping.py: copying a state's tensors onto the Keras layers, every shape checked.
+- conversion.py: checkpoint -> <name>.weights.h5 and its JSON sidecar.
+- sidecar.py: the JSON beside a .weights.h5; files.py: names, checksums, atomic writes.
+- loading.py: finding and loading a converted model.
+- cli.py, __main__.py: `python -m app.weights download|convert`.
+"""
+
+from pathlib import Path
+
+from app.errors import DownloadError, MissingWeightsError, WeightsError
+from app.weights.files import CONVERT_HINT, DOWNLOAD_HINT, KERAS_SUFFIX, WEIGHTS_DIR, sha256_of
+from app.weights.checkpoint import _load_pickle, normalize_state_dict, read_checkpoint
+from app.weights.resnet import infer_architecture
+from app.weights.mobilenet_v2 import MOBILENETV2_WIDEN_FACTORS
+from app.weights.networks import build_network, infer_network, network_label
+from app.weights.mapping import assign_state
+from app.weights.sidecar import read_sidecar, sidecar_path
+from app.weights.conversion import (
+    DEFAULT_INPUT_SIZE,
+    checkpoint_stem,
+    convert,
+    input_size_from_name,
+    input_size_problem,
+)
+from app.weights.zoo import (
+    ACCEPT_FLAG,
+    DEFAULT_CHECKPOINT,
+    MODEL_ZOO,
+    UNVERIFIED_SUFFIX,
+    ZooCheckpoint,
+    download,
+    download_url,
+    expected_sha256_prefix,
+    fetch,
+)
+from app.weights.loading import MODEL_SHORTHANDS, default_weights_path, load_pose_model, resolve_weights
+from app.weights.cli import main
+
+__all__ = [
+    "ACCEPT_FLAG", "CONVERT_HINT", "DownloadError", "MissingWeightsError", "WeightsError", "DEFAULT_CHECKPOINT", "DEFAULT_INPUT_SIZE", "DOWNLOAD_HINT", "KERAS_SUFFIX",
+    "MOBILENETV2_WIDEN_FACTORS", "MODEL_SHORTHANDS", "MODEL_ZOO", "UNVERIFIED_SUFFIX", "WEIGHTS_DIR", "Path",
+    "ZooCheckpoint", "assign_state", "build_network", "checkpoint_stem", "convert", "default_weights_path",
+    "download", "download_url", "expected_sha256_prefix", "fetch", "infer_architecture", "infer_network",
+    "input_size_from_name", "input_size_problem", "load_pose_model", "main", "network_label",
+    "normalize_state_dict", "read_checkpoint", "read_sidecar", "resolve_weights", "sha256_of", "sidecar_path",
+    "_load_pickle",
+]

@@ -1,0 +1,91 @@
+"""Converting a PyTorch checkpoint into `<name>.weights.h5` (Keras) and its JSON sidecar."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from app.errors import WeightsError
+from app.weights.checkpoint import read_checkpoint
+from app.weights.files import KERAS_SUFFIX, _write_atomically, sha256_of, weights_dir
+from app.weights.mapping import assign_state
+from app.weights.networks import build_network, infer_network
+from app.weights.sidecar import sidecar_path
+
+DEFAULT_INPUT_SIZE = (256, 192)
+
+
+def checkpoint_stem(path: Path) -> str:
+    """'res50_coco_256x192-ec54d7f3_20200709.pth' -> 'res50_coco_256x192-ec54d7f3_20200709';
+    'pose_resnet_50_256x192.pth.tar' -> 'pose_resnet_50_256x192'."""
+    name = path.name
+    for suffix in (".tar", ".pth", ".pt", ".pkl", ".ckpt", ".bin"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def input_size_from_name(name: str) -> tuple[int, int] | None:
+    """(H, W) from an 'HxW' in a checkpoint name (both zoos name files this way), else None.
+
+    Raises WeightsError when that size is not a multiple of 32 (the network cannot be built for it).
+    """
+    sizes = {(int(h), int(w)) for h, w in re.findall(r"(?<!\d)(\d{2,4})x(\d{2,4})(?!\d)", name)}
+    if len(sizes) != 1:
+        return None
+    size = sizes.pop()
+    problem = input_size_problem(size)
+    if problem:
+        raise WeightsError(f"{name} names the input size {size[0]}x{size[1]}, but {problem}; "
+                           "give the size the model was trained at with --input-size HxW")
+    return size
+
+
+def input_size_problem(size: tuple[int, int]) -> str | None:
+    """Why a SimpleBaseline cannot be built for (H, W), or None: the backbone divides by 32 and the
+    deconvolutions multiply back by 8, so both sides must be positive multiples of 32."""
+    height, width = size
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        return "both sides must be multiples of 32 (256x192, 384x288, ...)"
+    return None
+
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path | None = None,
+    input_size: tuple[int, int] | None = None,
+    num_joints: int | None = None,
+    source: str | None = None,
+) -> Path:
+    """Convert a PyTorch SimpleBaseline checkpoint into `dst` (a .weights.h5) and its JSON sidecar.
+
+    dst defaults to weights/<checkpoint stem>.weights.h5. input_size (H, W) defaults to the 'HxW' in
+    the file name, else 256 x 192 (the network is fully convolutional; the size only fixes the
+    Keras input). num_joints, when given, must match the checkpoint. source is what the sidecar
+    records as the origin (a URL for downloads), the path by default. Returns dst.
+    """
+    src = Path(src)
+    dst = Path(dst) if dst is not None else weights_dir() / (checkpoint_stem(src) + KERAS_SUFFIX)
+    if not dst.name.endswith(KERAS_SUFFIX):
+        raise WeightsError(f"output {dst} must end in {KERAS_SUFFIX} (the Keras weights format)")
+    input_size = tuple(input_size or input_size_from_name(src.name) or DEFAULT_INPUT_SIZE)
+
+    state, layout = read_checkpoint(src)
+    network = infer_network(state, source=str(src))  # from the keys, never from the file name
+    if num_joints is not None and num_joints != network["num_joints"]:
+        raise WeightsError(f"{src} predicts {network['num_joints']} joints, not the {num_joints} asked for")
+
+    model = build_network(network, input_size)
+    assign_state(model, state, source=str(src))
+    info = {
+        "source": source or str(src.resolve()),
+        "source_sha256": sha256_of(src),
+        "layout": layout,
+        **network,
+        "input_size": list(input_size),
+    }
+    _write_atomically(dst, model.save_weights)
+    _write_atomically(sidecar_path(dst), lambda temp: temp.write_text(json.dumps(info, indent=2) + "\n"))
+    return dst
+
