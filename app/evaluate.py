@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from app.errors import OutputError, SourceError, run_command
+from app.native_noise import native_noise_filtered
 from app.outputs import check_output_path
 from app.pose import PoseConfig, PoseEstimator
 from app.skeleton import OKS_SIGMAS
@@ -318,15 +319,18 @@ def run(args: argparse.Namespace, estimator, inputs=None) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is no error of ours
     args = parse_args(argv)
     return run_command(lambda: _main(args), args.debug)
 
 
 def _main(args: argparse.Namespace) -> int:
     inputs = check_inputs(args)
-    from app.runtime import load_runner  # lazily: it imports TensorFlow / ONNX Runtime
+    with native_noise_filtered(enabled=not args.debug):
+        from app.runtime import load_runner  # lazily: it imports TensorFlow / ONNX Runtime
 
-    estimator = PoseEstimator(load_runner(args.weights, runtime=args.runtime), pose_config(args))
+        runner = load_runner(args.weights, runtime=args.runtime)
+    estimator = PoseEstimator(runner, pose_config(args))
     run(args, estimator, inputs)
     return 0
 

@@ -25,7 +25,6 @@ import importlib
 import io
 import pickle
 import pickletools
-import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -88,9 +87,9 @@ def load_restricted(path: str | Path, allowed: Iterable = ()) -> object:
         # The weights-only unpickler says "Unsupported global" both for a complete pickle that asks
         # for os.system and for one cut inside a GLOBAL's name, or bytes that happen to spell one:
         # only globals of pickle streams that parse to their end count as code.
+        # (A global the static read cannot name, e.g. one built from memoised strings, is still
+        # refused by the unpickler; it is then reported as damage.)
         names = unsafe_globals(path, allowed)
-        if not names and _refused_global(error) and pickle_problem(path, streams=1) is None:
-            names = _named_in(error)
         if names:
             raise RefusedPickle(names) from None
         raise DamagedPickle(damage_reason(path, error)) from None
@@ -102,17 +101,6 @@ def load_restricted(path: str | Path, allowed: Iterable = ()) -> object:
         # UnicodeDecodeError, zipfile.BadZipFile, MemoryError for an absurd storage size ...); for
         # the user they all mean one thing, and none of them may surface as a traceback.
         raise DamagedPickle(damage_reason(path, error)) from None
-
-
-_REFUSED_GLOBAL = re.compile(
-    r"Unsupported global: GLOBAL (\S+)|unsupported GLOBAL (\S+)|Can only create new object"
-    r"|Trying to call reduce for unrecognized function"
-)
-
-
-def _refused_global(error: BaseException) -> bool:
-    """Whether torch's weights-only unpickler refused a global (a class or function), not a byte."""
-    return _REFUSED_GLOBAL.search(str(error)) is not None
 
 
 def pickle_problem(path: Path, streams: int = 4) -> str | None:
@@ -210,12 +198,6 @@ def unsafe_globals(path: Path, allowed: Iterable = ()) -> list[str]:
     # Protocol 2 pickles (torch.save's) spell Python 3's builtins module the Python 2 way.
     names = [name.replace("__builtin__.", "builtins.", 1) for name in globals_in(path)]
     return [name for name in names if name not in known]
-
-
-def _named_in(error: BaseException) -> list[str]:
-    """The global the unpickler's error names, when it names one."""
-    match = _REFUSED_GLOBAL.search(str(error))
-    return [name for name in (match.groups() if match else ()) if name] or ["classes or functions"]
 
 
 def ultralytics_allowed(names: Iterable[str]) -> list:

@@ -381,3 +381,43 @@ def test_an_output_under_a_file_is_named_as_such(capsys, tmp_path):
     (tmp_path / "file").write_text("")
     code, stderr = run_main(capsys, "--source", "9", "--json", str(tmp_path / "file" / "out.json"))
     assert code == OutputError.exit_code and f"{tmp_path / 'file'} is a file, not a folder" in stderr
+
+
+# --- weights descriptions that do not fit: one line, exit 5 --------------------------------------
+
+@pytest.mark.parametrize("change, reason", [
+    ({"input_size": [250, 190]}, "input_size 250x190: both sides must be multiples of 32"),
+    ({"input_size": [0, 0]}, "input_size 0x0: both sides must be multiples of 32"),
+    ({"input_size": [256]}, "is not [height, width]"),
+    ({"depth": 34}, "depth 34 is not one of the ResNets built here"),
+    ({"num_joints": 0}, "num_joints 0 is not positive"),
+    ("a list", "a JSON list, not an object"),
+    ("not json", "Expecting value"),
+])
+def test_a_sidecar_that_does_not_fit_is_one_line_exit_5(capsys, tmp_path, random_weights, change, reason):
+    from app.errors import WeightsError
+    from app.weights import sidecar_path
+
+    weights = tmp_path / "odd.weights.h5"
+    weights.write_bytes(random_weights.read_bytes())
+    info = json.loads(sidecar_path(random_weights).read_text())
+    if change == "a list":
+        text = json.dumps([info])
+    elif change == "not json":
+        text = "{"
+    else:
+        text = json.dumps({**info, **change})
+    sidecar_path(weights).write_text(text)
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.full((64, 48, 3), 255, np.uint8))
+    code, stderr = run_main(capsys, "--source", str(image), "--weights", str(weights))
+    assert code == WeightsError.exit_code == 5, stderr
+    assert reason in stderr and "is not a valid weights description" in stderr
+    assert_one_line(stderr)
+
+
+def test_the_depths_a_sidecar_may_name_are_the_ones_built():
+    from app.weights.resnet import DEPTHS
+    from models.simple_baseline import BLOCKS_PER_STAGE
+
+    assert tuple(sorted(BLOCKS_PER_STAGE)) == DEPTHS
