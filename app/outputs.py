@@ -232,7 +232,7 @@ class VideoOutput:
             if self.path.is_file():
                 os.ftruncate(self._lock_fd, 0)
             self._container = av.open(str(self.path), "w", format=container_format,
-                                      options=FRAGMENTED_MP4 if container_format == "mp4" else {})
+                                      options=FRAGMENTED_MP4 if container_format == "mp4" else {"flush_packets": "1"})
             rate = Fraction(self.fps).limit_denominator(1001)
             stream = self._container.add_stream(codec, rate=rate)
             stream.width, stream.height = encoded
