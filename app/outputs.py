@@ -56,8 +56,10 @@ KEYFRAME_S = 1.0
 RESERVE_BYTES = 256 * 1024
 RESERVE_PER_FRAME = 32
 # libx264: `zerolatency` makes each frame leave the encoder at once (no look-ahead, no B-frames),
-# so a fragment holds every frame up to its key frame; crf 23 is x264's default quality.
-X264_OPTIONS = {"preset": "veryfast", "tune": "zerolatency", "crf": "23"}
+# so each fragment is the frame just written; crf 23 is x264's default quality. `ultrafast`: on the
+# street clip (1280x720) 22 ms a frame and 20 kB against veryfast's 85 ms and 12 kB, and OpenCV's
+# mp4v 45 ms and 16 kB (docs/benchmarks.md): the writer must not slow the demo down.
+X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
 
 
 def _lock(path: Path) -> int:
