@@ -197,7 +197,8 @@ class VideoOutput:
     """Writes BGR frames to .mp4 (H.264, fragmented) or .avi (MJPEG) at `fps`.
 
     The file opens on the first frame, so the video's size is that frame's (W, H) unless `size`
-    is given; later frames of another size are resized to it (logged once). Encoders need even
+    is given; later frames of another size are fitted into it, keeping their aspect ratio, with
+    black borders (logged once). Encoders need even
     sizes (they would silently drop the last odd row or column), so odd sizes are padded with a
     black border on the right/bottom instead. The file is locked against a second run while it is
     written (`_lock`). A write that fails (a full disk) raises OutputError with one line; what was
@@ -252,6 +253,11 @@ class VideoOutput:
             self._release()
             raise OutputError(f"cannot write video {self.path} ({error.strerror or error}); "
                               "choose another output path") from error
+        except av.error.FFmpegError as error:  # the encoder refuses this size or rate
+            self._failed = True
+            self._release()
+            raise OutputError(f"cannot encode {width}x{height} frames at {self.fps:g} fps into {self.path} "
+                              f"({error}); use the other container (.mp4 or .avi) or a smaller source") from error
         self._padding = (encoded[1] - height, encoded[0] - width)  # (bottom, right)
 
     def write(self, frame: np.ndarray) -> None:
@@ -264,11 +270,13 @@ class VideoOutput:
         if self._container is None:
             self._open((width, height))
         if (width, height) != self.size:
+            from app.window import letterbox
+
             if not self._warned_resize:
-                log.warning("frame size changed from %s to %s; resizing frames to the video's size",
-                            self.size, (width, height))
+                log.warning("frame size changed from %s to %s; fitting frames into the video's size "
+                            "(black borders keep their shape)", self.size, (width, height))
                 self._warned_resize = True
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            frame = letterbox(frame, self.size)  # a portrait photo among landscapes is not stretched
         bottom, right = self._padding
         if bottom or right:
             frame = cv2.copyMakeBorder(frame, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=0)
@@ -280,6 +288,10 @@ class VideoOutput:
         except OSError as error:  # av.error.OSError (ENOSPC ...) is an OSError
             self._failed = True
             raise OutputError(disk_full_line(self.path, error, self.frames_written)) from None
+        except av.error.FFmpegError as error:
+            self._failed = True
+            raise OutputError(f"cannot encode frame {self.frames_written} ({width}x{height}) into {self.path} "
+                              f"({error}); the frames before it are kept") from None
         self.frames_written += 1
 
     def close(self) -> None:

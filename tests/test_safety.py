@@ -4,6 +4,7 @@ prove it never appears."""
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -421,3 +422,36 @@ def test_the_depths_a_sidecar_may_name_are_the_ones_built():
     from models.simple_baseline import BLOCKS_PER_STAGE
 
     assert tuple(sorted(BLOCKS_PER_STAGE)) == DEPTHS
+
+
+# --- sources a user can get wrong: one line that says what is wrong -----------------------------
+
+from app.sources import open_source  # noqa: E402
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "--source is empty; give a camera index (0), a video, an image or a folder"),
+    ("device", "/dev/zero is not a regular file (a device or a pipe)"),
+    ("parent is a file", "is a file, not a folder, so"),
+])
+def test_a_source_that_is_not_one_says_why(tmp_path, case, message):
+    spec = {"empty": "", "device": "/dev/zero", "parent is a file": str(tmp_path / "clip.avi" / "frame.jpg")}[case]
+    (tmp_path / "clip.avi").write_bytes(b"x")
+    with pytest.raises(SourceError, match=re.escape(message)) as error:
+        open_source(spec)
+    assert "\n" not in str(error.value)
+
+
+def test_a_cut_jpeg_in_a_folder_is_skipped_with_its_name(tmp_path, caplog):
+    import logging
+
+    whole = cv2.imencode(".jpg", np.full((48, 64, 3), 200, np.uint8))[1].tobytes()
+    (tmp_path / "a.jpg").write_bytes(whole)
+    (tmp_path / "b.jpg").write_bytes(whole[: len(whole) // 2])  # libjpeg would decode it half grey
+    (tmp_path / "c.jpg").write_bytes(whole)
+    with caplog.at_level(logging.WARNING, logger="app.sources"):
+        source = open_source(tmp_path)
+        names = [frame.name for frame in source]
+    assert names == ["a.jpg", "c.jpg"]
+    warnings = [record.getMessage() for record in caplog.records if record.name == "app.sources"]
+    assert len(warnings) == 1 and "b.jpg" in warnings[0] and "cut short" in warnings[0]
