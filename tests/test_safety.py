@@ -393,7 +393,7 @@ def test_an_output_under_a_file_is_named_as_such(capsys, tmp_path):
     ({"depth": 34}, "depth 34 is not one of the ResNets built here"),
     ({"num_joints": 0}, "num_joints 0 is not positive"),
     ("a list", "a JSON list, not an object"),
-    ("not json", "Expecting value"),
+    ("not json", "Expecting property name"),
 ])
 def test_a_sidecar_that_does_not_fit_is_one_line_exit_5(capsys, tmp_path, random_weights, change, reason):
     from app.errors import WeightsError
