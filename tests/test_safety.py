@@ -455,3 +455,8 @@ def test_a_cut_jpeg_in_a_folder_is_skipped_with_its_name(tmp_path, caplog):
     assert names == ["a.jpg", "c.jpg"]
     warnings = [record.getMessage() for record in caplog.records if record.name == "app.sources"]
     assert len(warnings) == 1 and "b.jpg" in warnings[0] and "cut short" in warnings[0]
+
+
+def test_the_int8_litert_detector_is_called_int8(detector_path):
+    detector = PersonDetector(DetectorConfig(model=str(detector_path), imgsz=320))
+    assert detector.precision == "int8"  # the start-up line said float32

@@ -663,3 +663,16 @@ def test_a_weights_file_that_is_not_keras_weights_says_what_it_is(converted, tmp
     weights.sidecar_path(odd).write_text(weights.sidecar_path(converted).read_text())
     with pytest.raises(WeightsError, match=re.escape(message)):
         weights.resolve_weights(odd)
+
+
+def test_convert_prints_one_line_and_no_tensorflow_start_up_noise(microsoft_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    completed = subprocess.run([sys.executable, "-m", "app.weights", "convert", str(microsoft_checkpoint),
+                                str(tmp_path / "r50.weights.h5")], cwd=Path(__file__).resolve().parents[1],
+                               env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.count("\n") == 1 and completed.stdout.startswith("wrote ")
+    assert completed.stderr == ""
