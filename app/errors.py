@@ -119,10 +119,14 @@ def run_command(body: Callable[[], int], debug: bool, *, hard_exit_on_interrupt:
         if debug:
             raise
         what = f"stopped by {interrupt.args[0]}" if isinstance(interrupt, Stopped) else "interrupted"
-        print(f"{what}: outputs closed" if hard_exit_on_interrupt else what, file=sys.stderr)
         code = interrupt_exit_code(interrupt)
+        try:  # after SIGHUP the terminal may be gone: the exit status must not depend on stderr
+            print(f"{what}: outputs closed" if hard_exit_on_interrupt else what, file=sys.stderr)
+            if hard_exit_on_interrupt:
+                sys.stdout.flush()
+                sys.stderr.flush()
+        except OSError:
+            pass
         if hard_exit_on_interrupt:
-            sys.stdout.flush()
-            sys.stderr.flush()
             os._exit(code)
         return code
