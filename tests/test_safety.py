@@ -460,3 +460,17 @@ def test_a_cut_jpeg_in_a_folder_is_skipped_with_its_name(tmp_path, caplog):
 def test_the_int8_litert_detector_is_called_int8(detector_path):
     detector = PersonDetector(DetectorConfig(model=str(detector_path), imgsz=320))
     assert detector.precision == "int8"  # the start-up line said float32
+
+
+@pytest.mark.parametrize("frame_count, max_frames, total", [(1572, 5, 5), (3, 5, 3), (None, 5, 5), (1572, None, 1572)])
+def test_the_progress_bar_total_honours_max_frames(frame_count, max_frames, total):
+    from types import SimpleNamespace
+
+    from app.demo import DemoOptions, _progress_bar
+
+    bar = _progress_bar(DemoOptions(source="clip.mp4", max_frames=max_frames), SimpleNamespace(frame_count=frame_count),
+                        live=False)
+    try:
+        assert bar.total == total
+    finally:
+        bar.close()
