@@ -174,7 +174,7 @@ def test_an_upper_body_box_inside_the_whole_person_is_merged_into_it():
 def test_litert_asked_for_a_gpu_runs_on_the_cpu_and_says_so(detector, detector_path, dancer_video):
     # No GPU here: were the device passed on to Ultralytics, select_device("cuda:0") would raise.
     on_gpu = PersonDetector(DetectorConfig(model=str(detector_path), device="cuda:0", half=True))
-    assert (on_gpu.device, on_gpu.precision) == ("cpu", "float32")
+    assert (on_gpu.device, on_gpu.precision) == ("cpu", "int8")  # the int8 LiteRT file, not float16
     assert on_gpu.note.startswith("LiteRT runs on the CPU")
     frame = video_frame(dancer_video)
     boxes, scores = on_gpu.detect(frame)
