@@ -279,7 +279,7 @@ def test_tensorflow_blind_to_torchs_gpu_falls_back_with_a_note(capsys, monkeypat
     assert os.environ["KERAS_BACKEND"] == "tensorflow"  # the user's choice stands
     version = __import__("onnxruntime").__version__
     assert (f"pose model: SimpleBaseline-R50 128x96, ONNX Runtime {version}, cpu, float32; detector: "
-            "yolov8n_int8.tflite, cpu, float32 (LiteRT runs on the CPU; a .pt detector runs on the GPU)") in lines
+            "yolov8n_int8.tflite, cpu, int8 (LiteRT runs on the CPU; a .pt detector runs on the GPU)") in lines
 
 
 # `python -c WITHOUT_TENSORFLOW script.py args` runs script.py as `python script.py args` would
