@@ -313,7 +313,7 @@ def test_torch_backend_without_tensorflow_gives_the_default_paths_keypoints(tmp_
     assert torch_run.returncode == 0, torch_run.stderr[-2000:]
     assert "Traceback" not in torch_run.stderr
     assert "pose model: SimpleBaseline-R50 128x96, Keras" in torch_run.stderr
-    assert "(torch backend), cpu, float32; detector: yolov8n_int8.tflite, cpu, float32" in torch_run.stderr
+    assert "(torch backend), cpu, float32; detector: yolov8n_int8.tflite, cpu, int8" in torch_run.stderr
 
     onnx_points, torch_points = demo_keypoints(tmp_path / "onnx.json"), demo_keypoints(tmp_path / "torch.json")
     assert onnx_points.shape == torch_points.shape == (frames, 1, 17, 2)
