@@ -306,7 +306,7 @@ def test_run_demo_runs_the_converted_mobilenet(converted, dancer_video, detector
 def fake_converted(folder: Path, name: str, age: float, **network) -> Path:
     """A converted-looking file pair: the choice reads only the sidecar, never the weights or the name."""
     path = folder / f"{name}.weights.h5"
-    path.write_bytes(b"x")
+    path.write_bytes(b"\x89HDF\r\n\x1a\n")  # an HDF5 signature: resolve_weights reads those 8 bytes
     weights.sidecar_path(path).write_text(json.dumps({"num_joints": 17, "input_size": [256, 192], **network}))
     os.utime(path, (1e9 - age, 1e9 - age))
     return path
