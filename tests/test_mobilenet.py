@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import keras
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -342,6 +343,8 @@ def test_run_demo_model_option_reaches_the_weights_choice(tmp_path, monkeypatch,
     assert run_demo.parse_args(["--model", "mobilenetv2"]).model == "mobilenetv2"
     assert run_demo.parse_args([]).model is None
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
-    code = run_demo.main(["--model", "mobilenetv2", "--headless", "--source", str(tmp_path / "none.mp4")])
+    image = tmp_path / "still.png"  # the source is checked before the weights: a real one
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    code = run_demo.main(["--model", "mobilenetv2", "--headless", "--source", str(image)])
     assert code == weights.MissingWeightsError.exit_code
     assert "download mobilenetv2_coco_256x192" in capsys.readouterr().err
