@@ -10,17 +10,16 @@ Errors print one line and exit with a status of their own (see README, Troublesh
 """
 
 import argparse
-import contextlib
 import logging
 import os
 import re
 import sys
-import threading
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics must not phone home from a demo
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter (cuInit on a CPU) is no error of ours
 
-from app.errors import run_command  # noqa: E402  (after the environment above)
+from app.errors import run_command, stop_on_signals  # noqa: E402  (after the environment above)
+from app.native_noise import native_noise_filtered  # noqa: E402
 
 
 def _positive_int(text: str) -> int:
@@ -60,6 +59,66 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    """A number from 0 to 1 (a confidence or a score); NaN and inf are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+DETECTOR_SIZES = (32, 4096)  # YOLO's stride is 32; beyond 4096 a frame would not fit in memory
+
+
+def _detector_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, got {text!r}") from None
+    low, high = DETECTOR_SIZES
+    if not (low <= value <= high and value % 32 == 0):
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32 from {low} to {high} (e.g. 320, 640), got {value}")
+    return value
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help, as argparse.ArgumentDefaultsHelpFormatter writes it,
+    except where the help already says it (None means "chosen at run time") and after the second
+    option of a pair (--no-kalman shares --kalman's default); the epilog as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS or "%(default)" in text \
+                or isinstance(action, argparse._StoreFalseAction):
+            return text
+        if action.default is None:
+            return text if "default" in text else text + " (default: none)"
+        return text + " (default: %(default)s)"
+
+
+EXIT_STATUSES = """\
+exit statuses (README, Troubleshooting):
+  0 done   1 unexpected error   2 bad command line   3 bad source   4 camera
+  5 bad pose weights   6 detector   7 output (exists, cannot write, disk full, in use, same file)
+  8 download   9 device   10 no pose weights yet   130 Ctrl-C   143 SIGTERM   129 SIGHUP
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Its help ends with the window's keys (app.views.KEY_LEGEND, read only when help is shown:
+    that import is not free) and the exit statuses."""
+
+    def format_help(self) -> str:
+        from app.views import KEY_LEGEND
+
+        keys = "\n".join(f"  {key:<10}{action}" for key, action in KEY_LEGEND)
+        self.epilog = f"keys in the window:\n{keys}\n\n{EXIT_STATUSES}"
+        return super().format_help()
+
+
 def _device(text: str) -> str:
     from app.device import parse_device
 
@@ -70,24 +129,26 @@ def _device(text: str) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Real-time top-down human pose (YOLO + SimpleBaseline).")
+    parser = _Parser(description="Real-time top-down human pose (YOLO + SimpleBaseline or HRNet).",
+                     formatter_class=_HelpFormatter)
     parser.add_argument("--source", default="0",
                         help="camera index, video file, image, folder of images, or a stream URL "
                              "(rtsp://, rtmp://, http(s)://, tcp://, udp://)")
     parser.add_argument("--weights", default=None,
-                        help="converted SimpleBaseline weights (.weights.h5); default: the one in weights/")
+                        help="converted pose weights (.weights.h5); default: the newest in weights/")
     parser.add_argument("--model", choices=["r50", "mobilenetv2", "hrnet-w32", "hrnet-w48"], default=None,
                         help="the newest converted weights of this network in weights/: r50 (accurate) or "
                              "mobilenetv2 (about 3x faster on a CPU, AP 64.6 against 71.8), or HRNet "
                              "hrnet-w32 / hrnet-w48 (AP 74.6 / 75.6, slower)")
     parser.add_argument("--detector", default="yolov8n.pt",
                         help="any detector file Ultralytics loads (.pt, .onnx, .tflite, ...)")
-    parser.add_argument("--detector-conf", type=float, default=0.1,
+    parser.add_argument("--detector-conf", type=_fraction, default=0.1,
                         help="lowest detection confidence kept; only boxes above 0.5 start a new person")
-    parser.add_argument("--detector-size", type=int, default=640, help="detector input size in pixels")
+    parser.add_argument("--detector-size", type=_detector_size, default=640,
+                        help="detector input size in pixels, a multiple of 32")
     parser.add_argument("--max-people", type=_positive_int, default=100,
                         help="follow at most this many people, the most confident (the model's time grows with each)")
-    parser.add_argument("--detect-every", type=int, default=8,
+    parser.add_argument("--detect-every", type=_positive_int, default=8,
                         help="run the detector every N frames, tracking by keypoints in between (1 = always)")
     parser.add_argument("--runtime", choices=["auto", "keras", "onnx", "openvino", "torch"], default="auto",
                         help="pose model runtime: auto picks torch (CUDA graphs) on an NVIDIA GPU, Keras on "
@@ -100,122 +161,108 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "where the device runs them natively (else float32, and a line saying so)")
     parser.add_argument("--half", action="store_true",
                         help="float16 for both networks where the device allows it (--precision f16 for the pose model)")
-    parser.add_argument("--output", help="write the annotated video here (.mp4 or .avi); for an image source an "
-                                         "image (out.jpg) or, for a folder of images, a folder (out/)")
+    parser.add_argument("--output", help="write the annotated video here: .mp4 (plays after any stop, even a "
+                                         "kill) or .avi (MJPEG); for an image source an image (out.jpg) or, for "
+                                         "a folder of images, a folder (out/)")
     parser.add_argument("--json", help="write every frame's people here (format: see app/outputs.py)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     kalman = parser.add_mutually_exclusive_group()
     kalman.add_argument("--kalman", dest="kalman", action="store_true", default=True,
-                        help="smooth keypoints with a Kalman filter (default; toggle live with k)")
+                        help="smooth keypoints with a Kalman filter (toggle live with k)")
     kalman.add_argument("--no-kalman", dest="kalman", action="store_false", help="show raw keypoints")
     parser.add_argument("--smoothing", choices=["auto", "live", "offline"], default="auto",
                         help="offline: smooth each frame with the next 0.3 s too (no lag; output that "
                              "far behind); auto: offline for a video file written to --output/--json, else live")
     parser.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop")
     parser.add_argument("--decode", choices=["dark", "quarter", "argmax"], default="dark",
-                        help="heatmap decoding (dark: sub-pixel, default)")
-    parser.add_argument("--threshold", type=float, default=0.3, help="draw joints scoring above this")
+                        help="heatmap decoding (dark: sub-pixel)")
+    parser.add_argument("--threshold", type=_fraction, default=0.3, help="draw joints scoring above this (0 to 1)")
     parser.add_argument("--headless", action="store_true", help="never open a window (also when no display)")
     # The window and the camera (issue 13).
     parser.add_argument("--record-view", action="store_true",
-                        help="--output records exactly what the window shows (HUD, panels, mirror); "
-                             "default: the annotated frames only")
+                        help="--output records exactly what the window shows (HUD, panels, mirror) "
+                             "instead of the annotated frames only")
     parser.add_argument("--image-delay", type=_seconds, default=0.0,
-                        help="seconds each still image stays in the window (default 0: until a key)")
+                        help="seconds each still image stays in the window (0: until a key)")
     parser.add_argument("--camera-size", type=_camera_size, default=None, metavar="WxH",
                         help="frame size to ask of the camera, e.g. 1280x720 (it answers with its nearest mode)")
     parser.add_argument("--camera-fps", type=_positive_float, default=None,
                         help="frame rate to ask of the camera")
     mirror = parser.add_mutually_exclusive_group()
     mirror.add_argument("--mirror", dest="mirror", action="store_true", default=None,
-                        help="show a mirror image (selfie view; the default for cameras); the JSON keeps "
-                             "the camera's own coordinates")
+                        help="show a mirror image (selfie view; default: for cameras only); the JSON "
+                             "keeps the camera's own coordinates")
     mirror.add_argument("--no-mirror", dest="mirror", action="store_false", help="show the camera as it sees")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar for files")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.record_view and not args.output:
+        print("warning: --record-view records into --output, which is not given; ignored", file=sys.stderr)
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stop_on_signals()  # SIGTERM and SIGHUP close the outputs as Ctrl-C does
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     return run_command(lambda: _run(args), args.debug, hard_exit_on_interrupt=True)
 
 
-# What TensorFlow, absl and LiteRT print straight to file descriptor 2 while they load, whatever
-# TF_CPP_MIN_LOG_LEVEL says (TensorFlow 2.21 logs through absl before it reads it): information
-# for their developers, not for a user of the demo. Anything else is passed through.
-_NATIVE_NOISE = re.compile(
-    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "  # absl INFO and WARNING lines
-    r"|E\d{4} [\d:.]+ +\d+ cuda_\S+:\d+\] failed call to cuInit"  # a machine without a GPU
-    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU"
-)
-
-
-@contextlib.contextmanager
-def native_noise_filtered(enabled: bool = True):
-    """While active, lines written to file descriptor 2 (by C++ libraries too, which sys.stderr
-    cannot catch) go through a pipe; a thread forwards every line that is not `_NATIVE_NOISE` to
-    the real stderr as it comes, so nothing else is delayed or lost."""
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    real_stderr = os.dup(2)
-    read_end, write_end = os.pipe()
-
-    def forward() -> None:
-        pending = b""
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(65536):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if not _NATIVE_NOISE.match(line.decode(errors="replace")):
-                        os.write(real_stderr, line + b"\n")
-        if pending:
-            os.write(real_stderr, pending)
-
-    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
-    thread.start()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(real_stderr, 2)  # closes the pipe's last write end: the thread sees the end
-        thread.join(timeout=2.0)
-        os.close(real_stderr)
-
-
 def _run(args: argparse.Namespace) -> int:
-    # Cheap checks first, and the source opened before anything heavy is imported or loaded, so a
-    # typo or a missing camera fails in a second rather than after loading two models.
-    from app.outputs import check_output_path
+    # Cheap checks first, in the order a user reads the command: every output path, the detector
+    # file, the source (opened), then the pose weights; all before anything heavy is imported or
+    # loaded, so a typo or a missing camera fails in a second rather than after loading two models.
+    from app.outputs import check_distinct, check_output_path, check_video_path
     from app.sources import mask_url, open_source, url_scheme
     from app.stills import image_output_path, wants_images
     from app.weights import network_label, read_sidecar, resolve_weights
 
-    weights = resolve_weights(args.weights, model=args.model)  # MissingWeightsError (exit 2) names the two ways to get them
-    info = read_sidecar(weights)  # checked by resolve_weights: network, joints, input size
-    if info.get("trained") is False:
-        print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing", file=sys.stderr)
     images = wants_images(args.output)  # annotated images, not a video: checked once the source is known
+    if args.output and not images:
+        check_video_path(args.output)
+    is_url = url_scheme(args.source) is not None
+    source_file = (args.source if args.source and not is_url and os.path.isfile(os.path.expanduser(args.source))
+                   else None)
+    check_distinct({"--source": source_file, "--output": args.output, "--json": args.json})
     for path in (None if images else args.output, args.json):
         if path:
             check_output_path(path, args.overwrite)
-    if url_scheme(args.source) is not None:  # the password in a URL is never printed: mask_url
+    check_detector_file(args.detector)
+    if is_url:  # the password in a URL is never printed: mask_url
         print(f"connecting to {mask_url(args.source)} ...", file=sys.stderr, flush=True)
     source = open_source(args.source, camera_size=args.camera_size, camera_fps=args.camera_fps)
     try:
         if images:
             image_output_path(args.output, source, args.overwrite)
+        weights = resolve_weights(args.weights, model=args.model)  # MissingWeightsError names the two ways to get them
+        info = read_sidecar(weights)  # checked by resolve_weights: network, joints, input size
+        if info.get("trained") is False:
+            print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing",
+                  file=sys.stderr)
         return _load_and_run(args, weights, network_label(info), source)
     finally:
         source.close()  # run() closes it too; this covers a model that fails to load
+
+
+def check_detector_file(model: str) -> None:
+    """DetectorError (exit 6) now, before anything loads, for a detector file that is missing or
+    empty. A bare name that is not on disk (e.g. the default yolov8n.pt) is left to
+    app.detector, which downloads the ones Ultralytics publishes when online."""
+    from pathlib import Path
+
+    from app.errors import DetectorError
+
+    path = Path(model).expanduser()
+    if path.is_file():
+        if path.stat().st_size == 0:
+            raise DetectorError(f"detector file {path} is empty (0 bytes); download it again or pass --detector PATH")
+        return
+    if path.exists():
+        return  # a folder: app.detector says what it makes of it
+    if len(path.parts) > 1 or path.suffix.lower() != ".pt":
+        raise DetectorError(f"detector file {path.absolute()} not found; pass --detector PATH to a YOLO "
+                            ".pt, .onnx or .tflite file")
 
 
 def _load_and_run(args: argparse.Namespace, weights, network: str, source) -> int:

@@ -483,4 +483,6 @@ def _progress_bar(options: DemoOptions, source, live: bool):
     from tqdm import tqdm
 
     total = getattr(source, "frame_count", None)
+    if options.max_frames is not None:
+        total = min(total, options.max_frames) if total else options.max_frames
     return tqdm(total=total, unit="frame", desc=Path(str(options.source)).name, leave=True)

@@ -128,6 +128,9 @@ def _import_yolo():
     """ultralytics.YOLO and its set of downloadable asset names, imported with the network off."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    # Ultralytics' own loader unpickles a .pt with weights_only=False unless this is set; with it, its
+    # load is restricted too (behind check_pickle's, should the file change between the two).
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
     from ultralytics import YOLO
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 
@@ -139,6 +142,34 @@ def _first_line(error: BaseException) -> str:
     text = str(error).replace("❌️", "").replace("❌", "").strip()
     text = text.removeprefix("ERROR").strip() or type(error).__name__
     return text.splitlines()[0].rstrip(".")
+
+
+def _litert_precision(model, default: str) -> str:
+    """"int8" for a LiteRT detector whose weights are int8 (Ultralytics' `int8=True` export keeps
+    float inputs and outputs, so only its tensors tell), else `default`."""
+    interpreter = getattr(getattr(getattr(getattr(model, "predictor", None), "model", None), "backend", None),
+                          "interpreter", None)
+    if interpreter is None:  # another Ultralytics layout: say nothing rather than something wrong
+        return default
+    dtypes = {np.dtype(detail["dtype"]) for detail in interpreter.get_tensor_details()}
+    return "int8" if np.dtype(np.int8) in dtypes else default
+
+
+def check_pickle(path: Path) -> None:
+    """Refuses a .pt detector whose pickle asks for anything an Ultralytics checkpoint does not hold
+    (app.safe_pickle), before Ultralytics unpickles it: DetectorError, one line."""
+    from app.safe_pickle import DamagedPickle, RefusedPickle, globals_in, load_restricted, ultralytics_allowed
+
+    try:
+        load_restricted(path, ultralytics_allowed(globals_in(path)))
+    except RefusedPickle as refused:
+        raise DetectorError(f"detector {path} holds Python objects ({refused}) that could run code when loaded; "
+                            "refusing it: use a .pt saved by Ultralytics, or an .onnx or .tflite export") from None
+    except DamagedPickle as damage:
+        raise DetectorError(f"detector {path} is truncated or not an Ultralytics checkpoint ({damage}); "
+                            "download or export it again") from None
+    except PermissionError:
+        raise DetectorError(f"cannot read detector {path}: permission denied; check the file's permissions") from None
 
 
 class PersonDetector:
@@ -178,6 +209,8 @@ class PersonDetector:
                                 "pass --detector PATH to a YOLO .pt, .onnx or .tflite file") from error
         finally:
             LOGGER.setLevel(level)
+        if Path(config.model).suffix.lower() == ".tflite":
+            self.precision = _litert_precision(self._model, self.precision)
         names = getattr(self._model, "names", None) or {}
         if names.get(PERSON_CLASS, "person") != "person":
             log.warning("detector %s calls class 0 %r, not 'person'; its boxes may not be people",
@@ -190,6 +223,8 @@ class PersonDetector:
             if path.stat().st_size == 0:
                 raise DetectorError(f"detector file {path} is empty (0 bytes); download it again "
                                     "or pass --detector PATH")
+            if path.suffix.lower() == ".pt":
+                check_pickle(path)
             return str(path)
         if is_openvino_folder(path):  # Ultralytics' OpenVINO export: a folder with the .xml and .bin
             return str(path)

@@ -5,6 +5,7 @@ prints a `PoseError` as one line and returns its `exit_code`; `--debug` shows th
 """
 
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -16,9 +17,10 @@ class PoseError(Exception):
 
 
 class MissingWeightsError(PoseError):
-    """No trained weights where they were looked for."""
+    """No trained weights where they were looked for (a first run before any download). Not 2,
+    which argparse gives a bad command line."""
 
-    exit_code = 2
+    exit_code = 10
 
 
 class SourceError(PoseError):
@@ -66,10 +68,42 @@ class DeviceError(PoseError):
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT.
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: stop as Ctrl-C does (every `finally` closes its outputs), and
+    exit with 128 + the signal's number, as shells report a program killed by it (143, 129)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame) -> None:
+    # A second SIGTERM (systemd sends one to every process of the group) must not cut the closing
+    # of the outputs short: from now on both are ignored.
+    for other in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (service managers, containers, `kill`) and SIGHUP (the terminal closed) raise
+    Stopped in the main thread, as SIGINT raises KeyboardInterrupt. A signal the parent set to be
+    ignored (`nohup` ignores SIGHUP) stays ignored. Call from the main thread."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _raise_stopped)
+
+
+def interrupt_exit_code(error: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 128 + N for signal N (Stopped)."""
+    return 128 + error.signum if isinstance(error, Stopped) else EXIT_INTERRUPTED
+
+
 def run_command(body: Callable[[], int], debug: bool, *, hard_exit_on_interrupt: bool = False) -> int:
     """body() -> its exit status; a PoseError -> `error: <line>` on stderr and its exit_code.
 
-    Ctrl-C -> "interrupted" and EXIT_INTERRUPTED. debug: re-raise either, so the traceback shows.
+    Ctrl-C -> "interrupted" and EXIT_INTERRUPTED; SIGTERM/SIGHUP (after stop_on_signals) ->
+    "stopped by SIGTERM" and 143/129. debug: re-raise either, so the traceback shows.
     hard_exit_on_interrupt: leave through os._exit once body has unwound (its finally blocks have
     closed the outputs); the interpreter's own teardown of TensorFlow, torch and ONNX Runtime takes
     over a second, and Ctrl-C means now.
@@ -81,12 +115,18 @@ def run_command(body: Callable[[], int], debug: bool, *, hard_exit_on_interrupt:
             raise
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if debug:
             raise
-        print("interrupted: outputs closed" if hard_exit_on_interrupt else "interrupted", file=sys.stderr)
+        what = f"stopped by {interrupt.args[0]}" if isinstance(interrupt, Stopped) else "interrupted"
+        code = interrupt_exit_code(interrupt)
+        try:  # after SIGHUP the terminal may be gone: the exit status must not depend on stderr
+            print(f"{what}: outputs closed" if hard_exit_on_interrupt else what, file=sys.stderr)
+            if hard_exit_on_interrupt:
+                sys.stdout.flush()
+                sys.stderr.flush()
+        except OSError:
+            pass
         if hard_exit_on_interrupt:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
+            os._exit(code)
+        return code

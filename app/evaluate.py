@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from app.errors import OutputError, SourceError, run_command
+from app.native_noise import native_noise_filtered
 from app.outputs import check_output_path
 from app.pose import PoseConfig, PoseEstimator
 from app.skeleton import OKS_SIGMAS
@@ -321,15 +322,17 @@ def run(args: argparse.Namespace, estimator, inputs=None) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is no error of ours
     args = parse_args(argv)
     return run_command(lambda: _main(args), args.debug)
 
 
 def _main(args: argparse.Namespace) -> int:
     inputs = check_inputs(args)
-    from app.runtime import load_runner  # lazily: it imports TensorFlow / ONNX Runtime
+    with native_noise_filtered(enabled=not args.debug):
+        from app.runtime import load_runner  # lazily: it imports TensorFlow / ONNX Runtime
 
-    runner = load_runner(args.weights, runtime=args.runtime, precision=args.precision)
+        runner = load_runner(args.weights, runtime=args.runtime, precision=args.precision)
     print(f"pose model: {runner.engine}, {runner.device}, {runner.precision}")
     for note in getattr(runner, "notes", ()):
         print(note)

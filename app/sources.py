@@ -514,7 +514,17 @@ class ImageSource(FrameSource):
     def _decode(path: Path) -> np.ndarray | None:
         # IMREAD_COLOR also applies the EXIF orientation of phone photos and maps gray, alpha and
         # 16-bit files to 8-bit BGR.
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            log.warning("skipping %s: cannot read it (%s)", path, error.strerror)
+            return None
+        # libjpeg decodes a JPEG cut short as far as it goes and fills the rest with grey ("Premature
+        # end of JPEG file", without a file name): a JPEG must end with its EOI marker, FF D9.
+        if path.suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+            log.warning("skipping %s: the JPEG is cut short or damaged", path)
+            return None
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if image is None:
             log.warning("skipping %s: not an image OpenCV can decode", path)
         return image
@@ -551,6 +561,8 @@ def open_source(spec: str | PathLike, *, camera_timeout_s: float = 5.0,
     if not image_fps > 0:
         raise ValueError(f"image_fps must be positive, got {image_fps}")
     text = str(spec)
+    if not text.strip():
+        raise SourceError("--source is empty; give a camera index (0), a video, an image or a folder")
     if text.isdigit():
         return CameraSource(int(text), capture_factory, timeout_s=camera_timeout_s, size=camera_size,
                             fps=camera_fps)
@@ -562,12 +574,18 @@ def open_source(spec: str | PathLike, *, camera_timeout_s: float = 5.0,
         return StreamSource(text, capture_factory, stream)
     path = Path(text).expanduser()
     if not path.exists():
+        for ancestor in path.parents:
+            if ancestor.exists() and not ancestor.is_dir():
+                raise SourceError(f"{ancestor} is a file, not a folder, so {path} does not exist; check the path")
         raise SourceError(f"{path} does not exist; pass a camera index, a video, an image or a folder")
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise SourceError(f"folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES)[:4])}, ...)")
         return ImageSource(images, f"folder {path}", image_fps)
+    if not path.is_file():  # /dev/zero, a pipe, a socket: no size, no end, nothing to seek
+        raise SourceError(f"{path} is not a regular file (a device or a pipe); pass a video, an image or a "
+                          "folder, or a camera by its index (e.g. 0)")
     if path.stat().st_size == 0:
         raise SourceError(f"{path} is an empty file (0 bytes)")
     if path.suffix.lower() in IMAGE_SUFFIXES:

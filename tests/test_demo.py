@@ -16,7 +16,7 @@ import pytest
 
 import run_demo
 from app import weights as weights_module
-from app.errors import EXIT_INTERRUPTED
+from app.errors import EXIT_INTERRUPTED, MissingWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,18 +143,25 @@ def assert_one_line(stderr: str) -> None:
     assert "Traceback" not in stderr
 
 
-def test_no_trained_weights_exits_2_naming_both_commands(capsys, monkeypatch, tmp_path):
+def a_still_image(folder: Path) -> Path:
+    path = folder / "still.jpg"
+    cv2.imwrite(str(path), np.full((64, 48, 3), 255, np.uint8))
+    return path
+
+
+def test_no_trained_weights_exits_10_naming_both_commands(capsys, monkeypatch, tmp_path, detector_path):
     monkeypatch.setattr(weights_module, "WEIGHTS_DIR", tmp_path)  # an empty weights/ folder
-    code, stderr = run_main(capsys)
-    assert code == 2
+    code, stderr = run_main(capsys, "--source", str(a_still_image(tmp_path)), "--detector", str(detector_path))
+    assert code == MissingWeightsError.exit_code == 10  # not 2, argparse's code for a bad command line
     assert_one_line(stderr)
     assert "python -m app.weights download" in stderr and "python -m app.weights convert" in stderr
 
 
-def test_no_trained_weights_as_a_user_sees_it(tmp_path):
-    completed = subprocess.run(demo_command("--weights", str(tmp_path / "none.weights.h5")), cwd=tmp_path,
-                               env=demo_env(), capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 2
+def test_no_trained_weights_as_a_user_sees_it(tmp_path, detector_path):
+    completed = subprocess.run(demo_command("--weights", str(tmp_path / "none.weights.h5"), "--source",
+                                            str(a_still_image(tmp_path)), "--detector", str(detector_path)),
+                               cwd=tmp_path, env=demo_env(), capture_output=True, text=True, timeout=120)
+    assert completed.returncode == MissingWeightsError.exit_code
     assert completed.stderr.strip().count("\n") == 0, completed.stderr  # exactly one line
     assert completed.stderr.startswith("error: ")
 

@@ -288,8 +288,7 @@ def test_tensorflow_blind_to_torchs_gpu_falls_back_with_a_note(capsys, monkeypat
     (startup,) = [line for line in lines if line.startswith("pose model: SimpleBaseline-R50 128x96, ")]
     _, engine, rest = startup.split(", ", 2)
     assert engine.startswith(("OpenVINO ", "ONNX Runtime "))
-    assert rest.startswith("cpu, float32; detector: yolov8n_int8.tflite, cpu, ")
-    assert rest.endswith("(LiteRT runs on the CPU; a .pt detector runs on the GPU)")
+    assert rest == "cpu, float32; detector: yolov8n_int8.tflite, cpu, int8 (LiteRT runs on the CPU; a .pt detector runs on the GPU)"
 
 
 # `python -c WITHOUT_TENSORFLOW script.py args` runs script.py as `python script.py args` would
@@ -323,7 +322,7 @@ def test_torch_backend_without_tensorflow_gives_the_default_paths_keypoints(tmp_
     assert torch_run.returncode == 0, torch_run.stderr[-2000:]
     assert "Traceback" not in torch_run.stderr
     assert "pose model: SimpleBaseline-R50 128x96, Keras" in torch_run.stderr
-    assert "(torch backend), cpu, float32; detector: yolov8n_int8.tflite, cpu, float32" in torch_run.stderr
+    assert "(torch backend), cpu, float32; detector: yolov8n_int8.tflite, cpu, int8" in torch_run.stderr
 
     onnx_points, torch_points = demo_keypoints(tmp_path / "onnx.json"), demo_keypoints(tmp_path / "torch.json")
     assert onnx_points.shape == torch_points.shape == (frames, 1, 17, 2)

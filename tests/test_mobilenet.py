@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import keras
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -306,7 +307,7 @@ def test_run_demo_runs_the_converted_mobilenet(converted, dancer_video, detector
 def fake_converted(folder: Path, name: str, age: float, **network) -> Path:
     """A converted-looking file pair: the choice reads only the sidecar, never the weights or the name."""
     path = folder / f"{name}.weights.h5"
-    path.write_bytes(b"x")
+    path.write_bytes(b"\x89HDF\r\n\x1a\n")  # an HDF5 signature: resolve_weights reads those 8 bytes
     weights.sidecar_path(path).write_text(json.dumps({"num_joints": 17, "input_size": [256, 192], **network}))
     os.utime(path, (1e9 - age, 1e9 - age))
     return path
@@ -342,6 +343,8 @@ def test_run_demo_model_option_reaches_the_weights_choice(tmp_path, monkeypatch,
     assert run_demo.parse_args(["--model", "mobilenetv2"]).model == "mobilenetv2"
     assert run_demo.parse_args([]).model is None
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
-    code = run_demo.main(["--model", "mobilenetv2", "--headless", "--source", str(tmp_path / "none.mp4")])
+    image = tmp_path / "still.png"  # the source is checked before the weights: a real one
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    code = run_demo.main(["--model", "mobilenetv2", "--headless", "--source", str(image)])
     assert code == weights.MissingWeightsError.exit_code
     assert "download mobilenetv2_coco_256x192" in capsys.readouterr().err

@@ -112,15 +112,18 @@ def test_interrupted_run_still_plays(tmp_path):
     assert len(frames) == header_count == 7 and fps == 25
 
 
-def test_size_comes_from_the_first_frame_and_others_are_resized(tmp_path, caplog):
+def test_size_comes_from_the_first_frame_and_others_are_fitted_not_stretched(tmp_path, caplog):
     path = tmp_path / "sizes.avi"
     with caplog.at_level(logging.WARNING, logger="app.outputs"), VideoOutput(path, fps=10) as video:
         video.write(gray(50, (64, 48)))
         video.write(gray(150, (128, 96)))
-        video.write(gray(250, (32, 20)))
+        video.write(gray(250, (24, 48)))  # a portrait image among landscapes
     frames, _, _ = read_back(path)
     assert [f.shape for f in frames] == [(48, 64, 3)] * 3
-    assert np.allclose([f.mean() for f in frames], [50, 150, 250], atol=4)
+    assert np.allclose([f.mean() for f in frames[:2]], [50, 150], atol=4)
+    # Letterboxed: the 24 x 48 picture keeps its shape in the middle 24 columns, black either side.
+    portrait = frames[2].mean(axis=(0, 2))
+    assert portrait[22:42].min() > 240 and portrait[:18].max() < 12 and portrait[-18:].max() < 12
     assert len([r for r in caplog.records if r.name == "app.outputs"]) == 1  # logged once, not per frame
 
 

@@ -564,3 +564,115 @@ def test_every_zoo_entry_names_its_file_size_and_checksum():
         assert re.fullmatch(r"[0-9a-f]{8}", weights.expected_sha256_prefix(entry.url))
         assert weights.input_size_from_name(file_name) == entry.input_size, name
         assert 0.6 < entry.coco_ap < 0.8, name
+
+
+# --- issue 21: the converter's own refusals and messages ---------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from app.errors import OutputError  # noqa: E402
+
+
+def test_convert_refuses_an_existing_destination_without_overwrite(microsoft_checkpoint, tmp_path, capsys):
+    dst = tmp_path / "mine.weights.h5"
+    dst.write_bytes(b"keep me")
+    assert weights.main(["convert", str(microsoft_checkpoint), str(dst)]) == OutputError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{dst} already exists; pass --overwrite" in err
+    assert dst.read_bytes() == b"keep me"
+    assert weights.main(["convert", str(microsoft_checkpoint), str(dst), "--overwrite"]) == 0
+    assert dst.read_bytes().startswith(b"\x89HDF")
+
+
+def test_convert_on_a_folder_says_folder(tmp_path, capsys):
+    assert weights.main(["convert", str(tmp_path), str(tmp_path / "x.weights.h5")]) == WeightsError.exit_code
+    assert f"checkpoint {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def test_a_plain_pickle_with_a_payload_is_refused_as_code_not_as_truncated(tmp_path, capsys):
+    import pickle
+
+    marker = tmp_path / "code_ran"
+    src = tmp_path / "evil.pth"
+    src.write_bytes(pickle.dumps({"state_dict": RunsCode(marker)}))
+    assert weights.main(["convert", str(src), str(tmp_path / "evil.weights.h5")]) == WeightsError.exit_code
+    err = capsys.readouterr().err
+    assert "could run code" in err and "posix.mkdir" in err and "truncated" not in err
+    assert not marker.exists()
+
+
+def test_a_checkpoint_without_final_layer_names_that_key(reference, tmp_path):
+    src = tmp_path / "headless.pth"
+    torch.save({key: value for key, value in reference.state_dict().items() if not key.startswith("final_layer")}, src)
+    with pytest.raises(WeightsError, match=r"it has no final_layer\.weight\)") as error:
+        weights.convert(src, tmp_path / "headless.weights.h5")
+    assert "layer1.0.conv1" not in str(error.value)
+
+
+def test_an_all_nan_checkpoint_converts_with_a_warning(reference, tmp_path, capsys):
+    src = tmp_path / "nan.pth"
+    torch.save({key: torch.full_like(value, float("nan")) if value.is_floating_point() else value
+                for key, value in reference.state_dict().items()}, src)
+    weights.convert(src, tmp_path / "nan.weights.h5")
+    err = capsys.readouterr().err
+    assert "warning:" in err and "weights are NaN or infinite (all of them)" in err
+
+
+def test_convert_onto_a_full_disk_is_one_line_and_leaves_nothing(microsoft_checkpoint, tmp_path, capsys):
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        code = weights.main(["convert", str(microsoft_checkpoint), str(disk / "r50.weights.h5")])
+        err = capsys.readouterr().err
+        assert code == OutputError.exit_code and err.count("\n") == 1 and err.startswith("error: disk full: ")
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_failed_write_during_convert_removes_the_partial_file(microsoft_checkpoint, tmp_path, monkeypatch):
+    """The space check cannot see another program filling the disk: a write that fails is caught."""
+    import errno
+
+    from app.weights import conversion
+
+    def save_half_then_fail(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"\x89HDF half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save_weights", save_half_then_fail)
+    with pytest.raises(OutputError, match=r"^disk full: cannot write .* nothing was written"):
+        conversion.convert(microsoft_checkpoint, tmp_path / "r50.weights.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty (0 bytes)"),
+    (b"PK\x03\x04" + b"\0" * 100, "looks like a PyTorch checkpoint, not converted Keras weights; convert it"),
+    (b"\x80\x02" + b"\0" * 100, "looks like a PyTorch checkpoint, not converted Keras weights; convert it"),
+    (bytes(range(256)) * 10, "is not a Keras weights file (no HDF5 signature)"),
+])
+def test_a_weights_file_that_is_not_keras_weights_says_what_it_is(converted, tmp_path, content, message):
+    odd = tmp_path / "odd.weights.h5"
+    odd.write_bytes(content)
+    weights.sidecar_path(odd).write_text(weights.sidecar_path(converted).read_text())
+    with pytest.raises(WeightsError, match=re.escape(message)):
+        weights.resolve_weights(odd)
+
+
+def test_convert_prints_one_line_and_no_tensorflow_start_up_noise(microsoft_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    completed = subprocess.run([sys.executable, "-m", "app.weights", "convert", str(microsoft_checkpoint),
+                                str(tmp_path / "r50.weights.h5")], cwd=Path(__file__).resolve().parents[1],
+                               env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.count("\n") == 1 and completed.stdout.startswith("wrote ")
+    assert completed.stderr == ""

@@ -10,10 +10,12 @@ The command line, `python -m app.weights` (see the package's docstring):
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
 from app.errors import WeightsError, run_command
+from app.native_noise import native_noise_filtered
 from app.weights.conversion import convert, input_size_problem
 from app.weights.files import KERAS_SUFFIX, weights_dir
 from app.weights.networks import network_label
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     convert_cmd.add_argument("dst", type=Path, nargs="?", help=f"output *{KERAS_SUFFIX} (default: weights/<stem>{KERAS_SUFFIX})")
     convert_cmd.add_argument("--input-size", type=_size, help="HxW the model is built for (default: from the file name, else 256x192)")
     convert_cmd.add_argument("--joints", type=int, help="refuse a checkpoint with another number of joints")
+    convert_cmd.add_argument("--overwrite", action="store_true", help="replace an existing converted model at DST")
 
     zoo = ", ".join(f"{name} (AP {entry.coco_ap:.3f})" for name, entry in MODEL_ZOO.items())
     download_cmd = commands.add_parser(
@@ -55,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is no error of ours
     args = _parser().parse_args(argv)
     return run_command(lambda: _main(args), args.debug)
 
@@ -63,10 +67,13 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "convert":
         if args.input_size and (problem := input_size_problem(args.input_size)):
             raise WeightsError(f"--input-size {args.input_size[0]}x{args.input_size[1]}: {problem}")
-        path = convert(args.src, args.dst, input_size=args.input_size, num_joints=args.joints)
+        with native_noise_filtered(enabled=not args.debug):
+            path = convert(args.src, args.dst, input_size=args.input_size, num_joints=args.joints,
+                           overwrite=args.overwrite)
     else:
-        path = download(args.name, args.dir, base_url=args.url, timeout=args.timeout,
-                        accept_unverified=args.accept_unverified)
+        with native_noise_filtered(enabled=not args.debug):
+            path = download(args.name, args.dir, base_url=args.url, timeout=args.timeout,
+                            accept_unverified=args.accept_unverified)
     info = read_sidecar(path)
     height, width = info["input_size"]
     print(f"wrote {path} ({network_label(info)}, {info['num_joints']} joints, {height}x{width})")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
-from app.errors import WeightsError
+from app.errors import OutputError, WeightsError
 from app.weights.checkpoint import read_checkpoint
 from app.weights.files import KERAS_SUFFIX, _write_atomically, sha256_of, weights_dir
 from app.weights.mapping import assign_state
@@ -57,21 +60,33 @@ def convert(
     input_size: tuple[int, int] | None = None,
     num_joints: int | None = None,
     source: str | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Convert a PyTorch SimpleBaseline checkpoint into `dst` (a .weights.h5) and its JSON sidecar.
 
     dst defaults to weights/<checkpoint stem>.weights.h5. input_size (H, W) defaults to the 'HxW' in
     the file name, else 256 x 192 (the network is fully convolutional; the size only fixes the
     Keras input). num_joints, when given, must match the checkpoint. source is what the sidecar
-    records as the origin (a URL for downloads), the path by default. Returns dst.
+    records as the origin (a URL for downloads), the path by default. overwrite False: OutputError
+    when dst or its sidecar exists (the command line's default). Returns dst.
+
+    A checkpoint holding NaN or infinite weights converts with a warning on stderr. The disk must
+    hold the weights (float32) and a margin: else, and when a write fails, OutputError "disk full"
+    and no file (h5py may crash the process on a write that fails half-way, so space is checked
+    before writing, not only caught).
     """
     src = Path(src)
     dst = Path(dst) if dst is not None else weights_dir() / (checkpoint_stem(src) + KERAS_SUFFIX)
     if not dst.name.endswith(KERAS_SUFFIX):
         raise WeightsError(f"output {dst} must end in {KERAS_SUFFIX} (the Keras weights format)")
     input_size = tuple(input_size or input_size_from_name(src.name) or DEFAULT_INPUT_SIZE)
+    if dst.is_dir():
+        raise OutputError(f"{dst} is a folder; give a file name ending in {KERAS_SUFFIX}")
+    if not overwrite and (existing := [p for p in (dst, sidecar_path(dst)) if p.exists()]):
+        raise OutputError(f"{existing[0]} already exists; pass --overwrite to replace it")
 
     state, layout = read_checkpoint(src)
+    _warn_non_finite(state, src)
     network = infer_network(state, source=str(src))  # from the keys, never from the file name
     if num_joints is not None and num_joints != network["num_joints"]:
         raise WeightsError(f"{src} predicts {network['num_joints']} joints, not the {num_joints} asked for")
@@ -85,7 +100,40 @@ def convert(
         **network,
         "input_size": list(input_size),
     }
-    _write_atomically(dst, model.save_weights)
-    _write_atomically(sidecar_path(dst), lambda temp: temp.write_text(json.dumps(info, indent=2) + "\n"))
+    _check_space(dst, sum(value.size * 4 for value in state.values()))
+    try:
+        _write_atomically(dst, model.save_weights)
+        _write_atomically(sidecar_path(dst), lambda temp: temp.write_text(json.dumps(info, indent=2) + "\n"))
+    except OSError as error:  # _write_atomically has removed its partial file
+        what = "disk full: " if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise OutputError(f"{what}cannot write {dst} ({error.strerror or error}); nothing was written; "
+                          "free some space or choose another destination") from None
     return dst
+
+
+def _warn_non_finite(state: dict, src: Path) -> None:
+    """A warning line when weights are NaN or infinite: such a model outputs NaN heatmaps."""
+    import numpy as np
+
+    total = sum(value.size for value in state.values())
+    bad = sum(int(np.count_nonzero(~np.isfinite(value))) for value in state.values())
+    if bad:
+        print(f"warning: {src}: {bad} of {total} weights are NaN or infinite "
+              f"({'all of them' if bad == total else 'a damaged or diverged checkpoint'}); "
+              "the converted model will output nothing useful", file=sys.stderr)
+
+
+def _check_space(dst: Path, weight_bytes: int) -> None:
+    """OutputError "disk full" when dst's disk cannot hold `weight_bytes` plus HDF5's overhead."""
+    folder = dst.parent if dst.parent.is_dir() else Path(".")
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return
+    free = stats.f_bavail * stats.f_frsize
+    needed = int(weight_bytes * 1.1) + (1 << 20)
+    if free < needed:
+        raise OutputError(f"disk full: {dst} needs about {needed // (1 << 20)} MiB and {folder} has "
+                          f"{free // (1 << 20)} MiB free; nothing was written; free some space or choose "
+                          "another destination")
 

@@ -71,6 +71,7 @@ def resolve_weights(path: str | Path | None = None, model: str | None = None) ->
     if not path.is_file():
         raise MissingWeightsError(f"no pose weights at {path}; run `{DOWNLOAD_HINT}` or `{CONVERT_HINT}`")
     info = read_sidecar(path)
+    check_keras_file(path)
     if model is not None and not _is_model(path, model):
         raise WeightsError(f"{path} holds {network_label(info)}, not the {model} asked for; give --weights or --model, not both")
     return path
@@ -106,6 +107,28 @@ def load_pose_model(path: str | Path | None = None) -> keras.Model:
             f"({mismatch}); convert the checkpoint again: {CONVERT_HINT}"
         )
     return model
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first 8 bytes of every HDF5 file (Keras .weights.h5)
+
+
+def check_keras_file(path: Path) -> None:
+    """WeightsError naming what `path` is when it is not Keras weights at all: empty, a PyTorch
+    checkpoint saved under the name (zip or pickle: convert it), or other bytes. Reads 8 bytes."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+    except OSError as error:
+        raise WeightsError(f"cannot read {path} ({error.strerror}); check the file's permissions") from None
+    if not head:
+        raise WeightsError(f"{path} is empty (0 bytes); convert the checkpoint again: {CONVERT_HINT}")
+    if head.startswith(HDF5_SIGNATURE):
+        return
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, or a pickle
+        raise WeightsError(f"{path} looks like a PyTorch checkpoint, not converted Keras weights; convert it: "
+                           f"python -m app.weights convert {path} OUT{KERAS_SUFFIX}")
+    raise WeightsError(f"{path} is not a Keras weights file (no HDF5 signature); convert the checkpoint "
+                       f"again: {CONVERT_HINT}")
 
 
 def _short_reason(error: Exception) -> str:

@@ -15,11 +15,12 @@ def infer_architecture(state: dict[str, np.ndarray], source: str = "checkpoint")
     """(depth, num_joints) of a Microsoft-layout state: blocks per stage, final layer's outputs."""
     from models.simple_baseline import BLOCKS_PER_STAGE
 
-    if "layer1.0.conv1.weight" not in state or "final_layer.weight" not in state:
+    absent = [key for key in ("layer1.0.conv1.weight", "final_layer.weight") if key not in state]
+    if absent:
         raise WeightsError(
-            f"{source} is not a SimpleBaseline ResNet or MobileNetV2 checkpoint (no layer1.0.conv1 / "
-            "final_layer); only PoseResNet-50/101/152 (MMPose 'res*_coco' or Microsoft 'pose_resnet') "
-            "and MMPose 'mobilenetv2_coco' convert"
+            f"{source} is not a SimpleBaseline ResNet or MobileNetV2 checkpoint (it has no "
+            f"{' and no '.join(absent)}); only PoseResNet-50/101/152 (MMPose 'res*_coco' or Microsoft "
+            "'pose_resnet') and MMPose 'mobilenetv2_coco' convert"
         )
     if "layer1.0.conv3.weight" not in state:
         raise WeightsError(f"{source} uses ResNet basic blocks (ResNet-18/34); only ResNet-50/101/152 convert")
@@ -52,6 +53,14 @@ def build(info: dict, input_size: tuple[int, int]) -> keras.Model:
     return build_simple_baseline(int(info["depth"]), int(info["num_joints"]), input_size)
 
 
+# The depths models.simple_baseline.BLOCKS_PER_STAGE builds (not imported here: that imports Keras,
+# and a sidecar is read before anything heavy loads; tests/test_safety.py checks they agree).
+DEPTHS = (50, 101, 152)
+
+
 def fields(info: dict) -> dict:
     """The sidecar fields that fix the architecture; KeyError / ValueError / TypeError when bad."""
-    return {"backbone": "resnet", "depth": int(info["depth"])}
+    depth = int(info["depth"])
+    if depth not in DEPTHS:
+        raise ValueError(f"depth {depth} is not one of the ResNets built here ({', '.join(map(str, DEPTHS))})")
+    return {"backbone": "resnet", "depth": depth}

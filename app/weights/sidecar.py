@@ -18,15 +18,31 @@ def sidecar_path(weights_path: Path) -> Path:
 
 def read_sidecar(weights_path: Path) -> dict:
     """The JSON beside a converted weights file, checked for the fields the model is built from."""
+    from app.weights.conversion import input_size_problem
+
     path = sidecar_path(weights_path)
     try:
         info = json.loads(path.read_text())
+        if not isinstance(info, dict):
+            raise TypeError(f"a JSON {type(info).__name__}, not an object")
         network = network_fields(info)  # backbone, and depth or widen_factor
         joints = int(info["num_joints"])
-        height, width = (int(v) for v in info["input_size"])
+        if joints < 1:
+            raise ValueError(f"num_joints {joints} is not positive")
+        size = info["input_size"]
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise ValueError(f"input_size {size!r} is not [height, width]")
+        height, width = (int(v) for v in size)
+        if (problem := input_size_problem((height, width))) is not None:
+            raise ValueError(f"input_size {height}x{width}: {problem}")
     except FileNotFoundError:
         raise WeightsError(f"{path} is missing, so {weights_path} cannot be built; convert again: {CONVERT_HINT}") from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise WeightsError(f"{path} is not a valid weights description ({error}); convert again: {CONVERT_HINT}") from None
+    except IsADirectoryError:
+        raise WeightsError(f"{path} is a folder, not the weights description; convert again: {CONVERT_HINT}") from None
+    except (ValueError, KeyError, TypeError, OverflowError) as error:  # json.JSONDecodeError is a ValueError
+        reason = f"no {error}" if isinstance(error, KeyError) else str(error)
+        raise WeightsError(f"{path} is not a valid weights description ({reason}); convert again: {CONVERT_HINT}") from None
+    except OSError as error:
+        raise WeightsError(f"cannot read {path} ({error.strerror or error}); convert again: {CONVERT_HINT}") from None
     return {**info, **network, "num_joints": joints, "input_size": (height, width)}
 
