@@ -35,7 +35,11 @@ def wants_images(path: str | PathLike | None) -> bool:
         return False
     text = str(path)
     target = Path(text).expanduser()
-    return (target.suffix.lower() in IMAGE_SUFFIXES or target.is_dir() or text.endswith(("/", os.sep))
+    try:
+        is_dir = target.is_dir()
+    except OSError:  # a name the file system refuses (too long): app.outputs' checks say so in one line
+        is_dir = False
+    return (target.suffix.lower() in IMAGE_SUFFIXES or is_dir or text.endswith(("/", os.sep))
             or target.suffix == "")
 
 

@@ -29,7 +29,7 @@ def infer_network(state: dict[str, np.ndarray], source: str = "checkpoint") -> d
         return hrnet.infer(state, source)
     if "conv1.conv.weight" in state and "layer1.0.conv.0.conv.weight" in state:
         return mobilenet_v2.infer(state, source)
-    if "layer1.0.conv1.weight" in state and "final_layer.weight" in state:
+    if "layer1.0.conv1.weight" in state:  # a PoseResNet; resnet names a missing final_layer itself
         return resnet.infer(state, source)
     raise WeightsError(f"{source} is not a SimpleBaseline or HRNet checkpoint: found {_found(state)}; "
                        f"supported: {SUPPORTED}")
