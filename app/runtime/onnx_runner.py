@@ -1,14 +1,13 @@
 """OnnxRunner: an ONNX Runtime CPU session, and the exported graph's cache beside the weights."""
 
 import hashlib
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from app.onnx_export import EXPORTER_VERSION
 from app.runtime.common import check_batch, physical_cores
+from app.weights.files import _write_atomically as write_atomically  # one atomic writer for every cache
 
 CACHE_KEY_FIELD = "pose_cache_key"
 
@@ -98,15 +97,3 @@ def save_atomically(proto, path: Path) -> None:
     import onnx
 
     write_atomically(path, lambda temp: onnx.save_model(proto, temp))
-
-
-def write_atomically(path: Path, write) -> None:
-    """`write(temp)` fills a hidden temp file beside `path`, then one rename puts it in place: a
-    reader sees the old file or the new one, never half of one (also used for OpenVINO's cache)."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
