@@ -123,11 +123,18 @@ def _layer_input(layer):
         raise OnnxExportError(f"layer {layer.name!r} is used more than once ({error}); cannot export it") from None
 
 
-def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
     """(before, after) padding of TF's "same" for one spatial axis: the odd pixel goes after."""
     effective = (kernel - 1) * dilation + 1
     total = max((-(-size // stride) - 1) * stride + effective - size, 0)
     return total // 2, total - total // 2
+
+
+def transposed_same_crop(kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) that Keras' "same" Conv2DTranspose crops from the full output
+    ((in - 1) * stride + kernel): kernel - stride per axis, the smaller half at the start."""
+    crop_h, crop_w = kernel[0] - stride[0], kernel[1] - stride[1]
+    return crop_h // 2, crop_w // 2, crop_h - crop_h // 2, crop_w - crop_w // 2
 
 
 def _check_channels_last(layer) -> None:
@@ -157,8 +164,8 @@ def _export_conv(graph: _Graph, layer, source, output) -> None:
     top, left, bottom, right = value.pads
     if layer.padding == "same":
         # The input already carries the pending pads in its shape; "same" pads that size further.
-        before_h, after_h = _same_pads(height, kh, sh, dh)
-        before_w, after_w = _same_pads(width, kw, sw, dw)
+        before_h, after_h = same_pads(height, kh, sh, dh)
+        before_w, after_w = same_pads(width, kw, sw, dw)
         top, bottom, left, right = top + before_h, bottom + after_h, left + before_w, right + after_w
     elif layer.padding != "valid":
         raise OnnxExportError(f"layer {layer.name!r} has padding {layer.padding!r}; export_onnx handles valid and same")
@@ -196,8 +203,7 @@ def _export_conv_transpose(graph: _Graph, layer, source, output) -> None:
         # Keras "same" makes the output exactly input * stride: the transposed convolution's full
         # output ((in - 1) * stride + kernel) cropped by kernel - stride, the smaller half at the
         # start, the same split as "same" for the forward convolution. ONNX `pads` crop the same way.
-        crop_h, crop_w = kh - sh, kw - sw
-        pads = [crop_h // 2, crop_w // 2, crop_h - crop_h // 2, crop_w - crop_w // 2]
+        pads = list(transposed_same_crop((kh, kw), (sh, sw)))
     elif layer.padding == "valid":
         pads = [0, 0, 0, 0]
     else:
@@ -272,8 +278,8 @@ def _export_max_pool(graph: _Graph, layer, source, output) -> None:
     # as the zeros ZeroPadding2D asked for; "same" never picks a padded position in TF or ONNX.
     top, left, bottom, right = value.pads
     if layer.padding == "same":
-        before_h, after_h = _same_pads(height, kh, sh, 1)
-        before_w, after_w = _same_pads(width, kw, sw, 1)
+        before_h, after_h = same_pads(height, kh, sh, 1)
+        before_w, after_w = same_pads(width, kw, sw, 1)
         top, bottom, left, right = top + before_h, bottom + after_h, left + before_w, right + after_w
     elif layer.padding != "valid":
         raise OnnxExportError(f"layer {layer.name!r} has padding {layer.padding!r}; export_onnx handles valid and same")

@@ -51,6 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import app  # noqa: F401  (first: keeps triton out, see app/__init__.py)
+from benchmarks.python_calls import count_python_calls  # noqa: E402
 from app.device import choose_devices  # noqa: E402
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -127,21 +128,6 @@ def torch_sync(device: str):
 
 
 # --- 1. the model alone ----------------------------------------------------------------------------------
-
-def count_python_calls(call) -> int:
-    """Python function calls (sys.setprofile 'call' events) while call() runs, in this thread."""
-    count = 0
-
-    def profile(frame, event, arg):
-        nonlocal count
-        count += event == "call"
-
-    sys.setprofile(profile)
-    try:
-        call()
-    finally:
-        sys.setprofile(None)
-    return count - 1  # the hook sees call() itself
 
 
 def host_ms(runner, batch, repeats: int) -> float | None:

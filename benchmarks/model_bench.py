@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import app  # noqa: F401  (first: keeps triton out, see app/__init__.py)
+from benchmarks.python_calls import count_python_calls  # noqa: E402
 from benchmarks.machine import cpu_model  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -271,22 +272,6 @@ def _runners_for(model: keras.Model, threads: int | None, eager: bool, int8: boo
     if int8:
         runners["ORT int8 static (not offered)"] = onnx_int8_runner(graph, keras_runner.input_size, threads)
     return {name: (run, name.startswith(("KerasRunner", "OnnxRunner (", "OpenVinoRunner", "TorchRunner"))) for name, run in runners.items()}
-
-
-def count_python_calls(call) -> int:
-    """Python function calls (sys.setprofile 'call' events) while call() runs, in this thread."""
-    count = 0
-
-    def profile(frame, event, arg):
-        nonlocal count
-        count += event == "call"
-
-    sys.setprofile(profile)
-    try:
-        call()
-    finally:
-        sys.setprofile(None)
-    return count - 1  # the hook sees call() itself
 
 
 def run_model_bench(

@@ -34,23 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.machine import cpu_model  # noqa: E402
-
-
-def count_python_calls(call) -> int:
-    """Python function calls (sys.setprofile 'call' events) made while call() runs, in this thread."""
-    count = 0
-
-    def profile(frame, event, arg):
-        nonlocal count
-        if event == "call":
-            count += 1
-
-    sys.setprofile(profile)
-    try:
-        call()
-    finally:
-        sys.setprofile(None)
-    return count - 1  # the profile hook sees the call of call() itself
+from benchmarks.python_calls import count_python_calls  # noqa: E402
 
 
 def candidates(model, threads: int | None = None) -> dict:

@@ -45,7 +45,7 @@ import keras
 import numpy as np
 
 from app.errors import DeviceError
-from app.onnx_export import model_io_shape
+from app.onnx_export import model_io_shape, same_pads, transposed_same_crop
 from app.runtime.common import check_batch
 
 BUCKETS = (1, 2, 4, 8, 16)
@@ -131,13 +131,6 @@ class _Step:
 
 def _array(variable) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float64)
-
-
-def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """(before, after) padding of Keras' "same" on one axis: the odd pixel goes after."""
-    effective = (kernel - 1) * dilation + 1
-    total = max((-(-size // stride) - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
 
 
 def _activation_name(layer) -> str:
@@ -262,8 +255,8 @@ class _Builder:
         (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
         top, left, bottom, right = self.pads.get(value, (0, 0, 0, 0))
         if layer.padding == "same":
-            before_h, after_h = _same_pads(height, kh, sh, dh)
-            before_w, after_w = _same_pads(width, kw, sw, dw)
+            before_h, after_h = same_pads(height, kh, sh, dh)
+            before_w, after_w = same_pads(width, kw, sw, dw)
             top, bottom, left, right = top + before_h, bottom + after_h, left + before_w, right + after_w
         elif layer.padding != "valid":
             raise TorchBuildError(f"layer {layer.name!r} has padding {layer.padding!r}; the torch runner handles "
@@ -300,8 +293,7 @@ class _Builder:
         if layer.padding == "same":
             # Keras "same": the full output ((in - 1) * stride + kernel) cropped by kernel - stride,
             # the smaller half at the start (as app.onnx_export); torch crops `padding` on both sides.
-            crop_h, crop_w = kh - sh, kw - sw
-            crop = (crop_h // 2, crop_w // 2, crop_h - crop_h // 2, crop_w - crop_w // 2)
+            crop = transposed_same_crop((kh, kw), (sh, sw))
         elif layer.padding == "valid":
             crop = (0, 0, 0, 0)
         else:
@@ -380,8 +372,8 @@ class _Builder:
         pad = (0, 0, 0, 0)
         if layer.padding == "same":
             # Keras "same" pooling never picks a padded position: pad with -inf.
-            top, bottom = _same_pads(height, kh, sh, 1)
-            left, right = _same_pads(width, kw, sw, 1)
+            top, bottom = same_pads(height, kh, sh, 1)
+            left, right = same_pads(width, kw, sw, 1)
             pad = (left, right, top, bottom)
         elif layer.padding != "valid":
             raise TorchBuildError(f"layer {layer.name!r} has padding {layer.padding!r}")
