@@ -140,7 +140,8 @@ def normalize(crops_bgr: np.ndarray) -> np.ndarray:
     n, h, w, c = crops_bgr.shape
     if n == 0:
         return np.zeros((0, h, w, c), np.float32)
-    # BGR -> RGB on the uint8 bytes (a quarter of the float32 ones); cv2 sees the batch as one
-    # (N * H, W, 3) image and looks each channel up in its own table.
-    image = np.ascontiguousarray(crops_bgr[..., ::-1]).reshape(n * h, w, c)
+    # BGR -> RGB on the uint8 bytes (a quarter of the float32 ones), by cv2.cvtColor: numpy's copy
+    # of the reversed view walks the bytes one at a time, 25x slower (0.25 ms a person, 2-core EPYC).
+    # cv2 sees the batch as one (N * H, W, 3) image and looks each channel up in its own table.
+    image = cv2.cvtColor(np.ascontiguousarray(crops_bgr).reshape(n * h, w, c), cv2.COLOR_BGR2RGB)
     return cv2.LUT(image, _NORMALIZE_TABLE).reshape(n, h, w, c)

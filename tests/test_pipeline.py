@@ -326,3 +326,19 @@ def test_steady_keypoints_carry_the_box_when_the_person_changes_speed():
         truth_centre = x + 30
         centre = (result.people[0].box[0] + result.people[0].box[2]) / 2
         assert abs(centre - truth_centre) < 6.0, (t, centre, truth_centre)
+
+
+def test_importing_app_stops_opencv_workers_spinning_unless_the_user_chose():
+    # app/__init__.py: OpenCV reads OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER when cv2 is imported, so
+    # `import app` must set it before; a value the user set is theirs.
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, app, cv2; print(os.environ['OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER"}
+    ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert ours.stdout.strip() == "0"
+    theirs = subprocess.run([sys.executable, "-c", code], env={**env, "OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER": "500"},
+                            capture_output=True, text=True, check=True)
+    assert theirs.stdout.strip() == "500"
