@@ -104,16 +104,64 @@ def warp_crops(frame_bgr: np.ndarray, matrices: np.ndarray, input_size: tuple[in
     """Cut one crop per person: frame (Hf, Wf, 3) uint8, matrices (N, 2, 3) image -> crop.
 
     Returns (N, H, W, 3) uint8 with (H, W) = input_size; bilinear, outside the frame is black (0) as
-    in the official test pipeline. One warp per person, written straight into the batch.
+    in the official test pipeline: bit for bit cv2.warpAffine of the frame with each matrix.
+
+    cv2 warps a 4-channel image 2.7x faster than a 3-channel one (its vector code has no 3-channel
+    path: 0.14 against 0.37 ms a 256 x 192 crop, one thread, 2-core EPYC), so the part of the frame
+    the crops read is first widened to BGRA, then each crop warped from it and the batch narrowed
+    back to BGR. The conversion covers only the pixels the warps can read (`_footprint`): the rest of
+    the BGRA image is never written and never read, so a small person costs a small conversion.
     """
     out_h, out_w = input_size
-    crops = np.zeros((len(matrices), out_h, out_w, 3), np.uint8)
+    crops = np.empty((len(matrices), out_h, out_w, 3), np.uint8)
+    if len(matrices) == 0:
+        return crops
+    frame_bgr = np.asarray(frame_bgr)
+    if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+        raise TypeError(f"warp_crops takes uint8 BGR frames (H, W, 3), not {frame_bgr.dtype} {frame_bgr.shape}")
+    matrices = np.asarray(matrices, np.float64).reshape(-1, 2, 3)
+    x0, y0, x1, y1 = _footprint(matrices, input_size, frame_bgr.shape[:2])
+    bgra = np.empty((*frame_bgr.shape[:2], 4), np.uint8)
+    if x1 > x0 and y1 > y0:
+        cv2.cvtColor(frame_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2BGRA, dst=bgra[y0:y1, x0:x1])
+    wide = np.empty((len(matrices), out_h, out_w, 4), np.uint8)
     for i, matrix in enumerate(matrices):  # cv2 warps one image at a time
         cv2.warpAffine(
-            frame_bgr, np.asarray(matrix, np.float64), (out_w, out_h), dst=crops[i],
+            bgra, matrix, (out_w, out_h), dst=wide[i],
             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
         )
+    cv2.cvtColor(wide.reshape(-1, out_w, 4), cv2.COLOR_BGRA2BGR, dst=crops.reshape(-1, out_w, 3))
     return crops
+
+
+def _footprint(matrices: np.ndarray, output_size: tuple[int, int], frame_size: tuple[int, int]
+               ) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): a frame rectangle (end exclusive) holding every pixel that warping crops of
+    output_size (H, W) with matrices (N, 2, 3) image -> crop can read; the whole frame when a matrix
+    cannot be inverted. A bilinear sample at x reads columns floor(x) and floor(x) + 1; cv2 rounds
+    the source position to 1/32 pixel, so 2 pixels of margin more than cover it."""
+    frame_h, frame_w = frame_size
+    out_h, out_w = output_size
+    if not np.isfinite(matrices).all():
+        return 0, 0, frame_w, frame_h
+    # The inverse map of the crop's corner pixels, written out (np.linalg.inv and einsum cost more
+    # than the conversion this saves for one person).
+    a, b, tx = matrices[:, 0, 0, None], matrices[:, 0, 1, None], matrices[:, 0, 2, None]  # (N, 1)
+    c, d, ty = matrices[:, 1, 0, None], matrices[:, 1, 1, None], matrices[:, 1, 2, None]
+    det = a * d - b * c
+    if not (det != 0).all():
+        return 0, 0, frame_w, frame_h
+    dx = np.array([0, out_w - 1, 0, out_w - 1], np.float64) - tx  # (N, 4): the corners less the shift
+    dy = np.array([0, 0, out_h - 1, out_h - 1], np.float64) - ty
+    with np.errstate(over="ignore", invalid="ignore"):
+        xs, ys = (d * dx - b * dy) / det, (a * dy - c * dx) / det
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        return 0, 0, frame_w, frame_h
+    low = np.floor([xs.min(), ys.min()]) - 2
+    high = np.ceil([xs.max(), ys.max()]) + 3
+    x0, y0 = int(np.clip(low[0], 0, frame_w)), int(np.clip(low[1], 0, frame_h))
+    x1, y1 = int(np.clip(high[0], 0, frame_w)), int(np.clip(high[1], 0, frame_h))
+    return x0, y0, x1, y1
 
 
 def _normalize_table() -> np.ndarray:
