@@ -37,8 +37,9 @@ def argmax_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, h, w, k = heatmaps.shape
     flat = heatmaps.reshape(n, h * w, k)  # NHWC: a view, no copy
     index = flat.argmax(axis=1)  # (N, K)
-    scores = np.take_along_axis(flat, index[:, None, :], axis=1)[:, 0, :].astype(np.float32)
-    coords = np.stack([index % w, index // w], axis=-1).astype(np.float32)
+    scores = flat[np.arange(n)[:, None], index, np.arange(k)].astype(np.float32)
+    coords = np.empty((n, k, 2), np.float32)
+    coords[..., 1], coords[..., 0] = np.divmod(index, w)
     coords[~(scores > 0)] = 0.0
     return coords, scores
 

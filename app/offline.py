@@ -188,7 +188,7 @@ class FixedLagStage:
         smoothed, visible = self._bank.update(
             ids, np.stack([person.raw_keypoints for person in people]),
             np.stack([person.scores for person in people]), scales)
-        state = self._bank.model.take(self._bank.rows_of(ids))
+        state = self._bank.model.take(self._bank.rows_of(ids), copy=True)  # kept for the backward pass
         q = (self._bank.model.noises[0] * self._bank.last_scale) ** 2
         self._last_seen.update(zip(ids.tolist(), [frame] * len(ids)))
         return _FrameRecord(frame, ids, people_index, state["x"], state["P"], q, self._bank.restarted.copy(),

@@ -78,7 +78,9 @@ class PoseEstimator:
                 mirrored = np.asarray(self.runner(np.ascontiguousarray(chunk[:, :, ::-1])), np.float32)
                 heatmaps = (heatmaps + flip_back(mirrored, flip_index(heatmaps.shape[-1]))) * 0.5
             chunks.append(heatmaps)
-        return np.concatenate(chunks, axis=0), normalize_ms
+        # One chunk (every frame with up to max_batch people) is returned as it is: a copy would cost
+        # as much as the rest of the chunk loop.
+        return (chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)), normalize_ms
 
     def estimate(self, frame_bgr: np.ndarray, boxes: np.ndarray, return_heatmaps: bool = False) -> PoseResult:
         """frame_bgr: uint8 (Hf, Wf, 3). boxes: (N, 4) xyxy image pixels. Returns a PoseResult of N rows."""

@@ -98,6 +98,12 @@ def keypoint_box_diagonals(keypoints: np.ndarray, scores: np.ndarray, threshold:
     return np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).astype(np.float64)
 
 
+def _every_row(rows: np.ndarray, count: int) -> bool:
+    """Whether rows (n,) are 0 .. count - 1 in order: the state arrays themselves then serve, where
+    a fancy-indexed copy in and out would cost more than a person's whole update."""
+    return len(rows) == count and (count == 0 or (rows[0] == 0 and (np.diff(rows) == 1).all()))
+
+
 class _BlockModel:
     """One linear model ("velocity" or "acceleration") for many people: its F, Q, P and R are
     block-diagonal with one block of `b` entries per joint and axis, so the state of a row (person)
@@ -125,11 +131,18 @@ class _BlockModel:
     def delete(self, rows: np.ndarray) -> None:
         self.x, self.P = np.delete(self.x, rows, axis=0), np.delete(self.P, rows, axis=0)
 
-    def take(self, rows: np.ndarray) -> dict:
+    def take(self, rows: np.ndarray, copy: bool = False) -> dict:
+        """The state of these rows; without `copy` it may be the model's own arrays (every row, in
+        order), which later steps can change: keep a copy to hold it past the next update."""
+        if not copy and _every_row(rows, len(self.x)):
+            return {"x": self.x, "P": self.P}
         return {"x": self.x[rows], "P": self.P[rows]}
 
     def put(self, rows: np.ndarray, state: dict) -> None:
-        self.x[rows], self.P[rows] = state["x"], state["P"]
+        if _every_row(rows, len(self.x)):
+            self.x, self.P = state["x"], state["P"]
+        else:
+            self.x[rows], self.P[rows] = state["x"], state["P"]
 
     def predict(self, state: dict, scale: np.ndarray) -> None:
         """scale (n,): each row's person size; Q = q_unit * (noise * scale)^2."""
@@ -217,11 +230,17 @@ class _ImmModel:
     def delete(self, rows: np.ndarray) -> None:
         self.x, self.P, self.mu = (np.delete(a, rows, axis=0) for a in (self.x, self.P, self.mu))
 
-    def take(self, rows: np.ndarray) -> dict:
+    def take(self, rows: np.ndarray, copy: bool = False) -> dict:
+        """As _BlockModel.take."""
+        if not copy and _every_row(rows, len(self.x)):
+            return {"x": self.x, "P": self.P, "mu": self.mu}
         return {"x": self.x[rows], "P": self.P[rows], "mu": self.mu[rows]}
 
     def put(self, rows: np.ndarray, state: dict) -> None:
-        self.x[rows], self.P[rows], self.mu[rows] = state["x"], state["P"], state["mu"]
+        if _every_row(rows, len(self.x)):
+            self.x, self.P, self.mu = state["x"], state["P"], state["mu"]
+        else:
+            self.x[rows], self.P[rows], self.mu[rows] = state["x"], state["P"], state["mu"]
 
     def predict(self, state: dict, scale: np.ndarray) -> None:
         x, P, mu = state["x"], state["P"], state["mu"]
@@ -283,7 +302,10 @@ class _ImmModel:
         state["log_likelihood"] = np.full((len(joints), 2), np.nan)
         if len(rows) == 0:
             return
-        x, P, mu = state["x"][rows], state["P"][rows], state["mu"][rows]
+        if len(rows) == len(joints):
+            x, P, mu = state["x"], state["P"], state["mu"]
+        else:
+            x, P, mu = state["x"][rows], state["P"][rows], state["mu"][rows]
         C = 2 * self.num_joints
         use = np.repeat(joints[rows], 2, axis=1)  # (n, C)
         on = use.astype(np.float64)
@@ -308,8 +330,12 @@ class _ImmModel:
         likelihood = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
         new_mu = (mu @ self.M) * likelihood
         new_mu /= new_mu.sum(axis=1, keepdims=True)
-        state["x"][rows], state["P"][rows], state["mu"][rows] = new_x, new_P, new_mu
-        state["log_likelihood"][rows] = log_likelihood
+        if len(rows) == len(joints):  # everyone measured (rows is then 0 .. n - 1)
+            state["x"], state["P"], state["mu"] = new_x, new_P, new_mu
+            state["log_likelihood"] = log_likelihood
+        else:
+            state["x"][rows], state["P"][rows], state["mu"][rows] = new_x, new_P, new_mu
+            state["log_likelihood"][rows] = log_likelihood
 
 
 class KalmanBank:

@@ -64,7 +64,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / union, 0.0)
-    return np.nan_to_num(iou, nan=0.0, posinf=0.0, neginf=0.0)
+    return iou if np.isfinite(iou).all() else np.nan_to_num(iou, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class IouTracker:
@@ -90,7 +90,8 @@ class IouTracker:
         scores = np.ones(n) if scores is None else np.asarray(scores, np.float64).reshape(-1)
         if len(scores) != n:
             raise ValueError(f"got {n} boxes but {len(scores)} scores")
-        scores = np.nan_to_num(scores, nan=0.0)
+        if not np.isfinite(scores).all():  # (nan_to_num costs more than the rest of a frame's update)
+            scores = np.nan_to_num(scores, nan=0.0)
         ids = np.full(n, REFUSED, np.int64)
         usable = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         candidates = np.flatnonzero(usable)
