@@ -159,8 +159,8 @@ def _footprint(matrices: np.ndarray, output_size: tuple[int, int], frame_size: t
         return 0, 0, frame_w, frame_h
     low = np.floor([xs.min(), ys.min()]) - 2
     high = np.ceil([xs.max(), ys.max()]) + 3
-    x0, y0 = int(np.clip(low[0], 0, frame_w)), int(np.clip(low[1], 0, frame_h))
-    x1, y1 = int(np.clip(high[0], 0, frame_w)), int(np.clip(high[1], 0, frame_h))
+    x0, y0 = int(min(max(low[0], 0), frame_w)), int(min(max(low[1], 0), frame_h))
+    x1, y1 = int(min(max(high[0], 0), frame_w)), int(min(max(high[1], 0), frame_h))
     return x0, y0, x1, y1
 
 

@@ -239,8 +239,8 @@ class PosePipeline:
             else:
                 boxes[i] = constant_velocity_box(history, self._frame_index + 1)
         height, width = shape[:2]
-        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
-        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
+        boxes[:, [0, 2]] = np.minimum(np.maximum(boxes[:, [0, 2]], 0), width - 1)  # np.clip, less overhead
+        boxes[:, [1, 3]] = np.minimum(np.maximum(boxes[:, [1, 3]], 0), height - 1)
         usable = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] - boxes[:, 0] > 4) & (boxes[:, 3] - boxes[:, 1] > 4)
         self._next_boxes = boxes[usable]
         self._next_scores = np.array([p.box_score for p in people], np.float32)[usable]
