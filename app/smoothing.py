@@ -312,7 +312,7 @@ class _ImmModel:
         r = np.where(use, np.repeat(variance[rows], 2, axis=1), 1.0)
         PHt = P[..., :C] * on[:, None, None, :]  # (n, 2, D, C): H picks the measured positions
         S = PHt[..., :C, :] * on[:, None, :, None]
-        S[..., np.arange(C), np.arange(C)] += r[:, None]
+        S.reshape(*S.shape[:2], C * C)[..., ::C + 1] += r[:, None]  # the diagonal, through a strided view
         SI = np.linalg.inv(S)
         gain = PHt @ SI  # (n, 2, D, C)
         measured_z = np.where(use, z[rows].reshape(len(rows), C), 0.0)
@@ -485,8 +485,12 @@ class KalmanBank:
             if self._rows:
                 raise ValueError(f"every person needs {self.num_joints} joints, got {keypoints.shape[1]}")
             self._build(keypoints.shape[1])
-        scales = np.full(n, np.nan) if scales is None else np.array(
-            [np.nan if s is None else s for s in scales], np.float64).reshape(n)
+        if scales is None:
+            scales = np.full(n, np.nan)
+        elif isinstance(scales, np.ndarray):
+            scales = scales.astype(np.float64).reshape(n)
+        else:
+            scales = np.array([np.nan if s is None else s for s in scales], np.float64).reshape(n)
 
         rows = self._rows_for(track_ids)
         state = self._model.take(rows)
@@ -507,7 +511,8 @@ class KalmanBank:
 
         predicted = self._model.positions(state)
         tracked = measured & alive
-        jump = np.linalg.norm(keypoints - predicted, axis=2)
+        offset = keypoints - predicted
+        jump = np.sqrt((offset * offset).sum(axis=2))  # np.linalg.norm's own formula, without its wrapper
         jumped = tracked & (jump > config.gate * scale[:, None])
         whole = jumped.any(axis=1) & (jumped.sum(axis=1) >= config.track_reset_fraction * tracked.sum(axis=1))
         jumped = np.where(whole[:, None], tracked, jumped)

@@ -20,6 +20,9 @@ stage's CPU time takes in another thread's (the reader's, the video writer's):
   draw      app.views.annotate: skeletons and boxes, what --output records
   hud       app.views.compose_view: what the window shows (HUD on the annotated frame)
   write     app.outputs.VideoOutput.write of the annotated frame (.mp4)
+The stand-in runner is measured both ways (--runner-input): taking uint8 crops, as TorchRunner on a
+CUDA device does (the accelerator path: crops normalised there), and float32 ones, as the CPU
+engines do (normalised on the host, in `crop`).
 `host` is their sum: the host work of one frame, which no accelerator removes; `process` the time
 of PosePipeline.process alone (its stages and their glue: what issue 17 calls the per-frame host
 time). Reading the video is timed apart (`read`) and left out. By default every stage is timed in
@@ -124,13 +127,19 @@ class ReplayDetector:
 
 
 class InstantPoseModel:
-    """Runner stand-in: batch (N, 256, 192, 3) -> (N, 64, 48, 17) float32 from a precomputed bank."""
+    """Runner stand-in: batch (N, 256, 192, 3) -> (N, 64, 48, 17) float32 from a precomputed bank.
+
+    input_dtype "uint8": it takes the uint8 BGR crops, as TorchRunner does on a CUDA device (it
+    normalises them there); "float32": the normalised crops, as the CPU engines (ONNX Runtime,
+    OpenVINO, Keras) take them, normalised on the host (app.crop.normalize). Revisions before issue
+    17 normalise on the host whatever the runner says."""
 
     input_size = (256, 192)
     name = engine = "instant stand-in"
     device, precision = "cpu", "float32"
 
-    def __init__(self, bank: int = 64, seed: int = 0):
+    def __init__(self, bank: int = 64, seed: int = 0, input_dtype: str = "float32"):
+        self.input_dtype = input_dtype
         rng = np.random.default_rng(seed)
         ys, xs = np.mgrid[0:64, 0:48].astype(np.float64)
         centres = STANDING_POSE[None] + rng.normal(0, 0.7, (bank, 17, 2))  # (B, K, 2)
@@ -147,15 +156,17 @@ class InstantPoseModel:
         return self._bank[index]
 
 
-def build_pipeline(boxes_path: Path):
+def build_pipeline(boxes_path: Path, runner_input: str = "float32"):
     """The pipeline as run_demo.py builds it, with the stand-ins."""
     from app.pipeline import PipelineConfig, PosePipeline
     from app.pose import PoseConfig, PoseEstimator
 
-    return PosePipeline(ReplayDetector(boxes_path), PoseEstimator(InstantPoseModel(), PoseConfig()), PipelineConfig())
+    runner = InstantPoseModel(input_dtype=runner_input)
+    return PosePipeline(ReplayDetector(boxes_path), PoseEstimator(runner, PoseConfig()), PipelineConfig())
 
 
-def run_stages(video: str, boxes_path: Path, frames: int, warmup: int, out_dir: Path, clock: str) -> dict:
+def run_stages(video: str, boxes_path: Path, frames: int, warmup: int, out_dir: Path, clock: str,
+               runner_input: str = "float32") -> dict:
     """Each stage of each frame timed in turn; returns mean ms per frame per stage over frames after warmup.
 
     clock "cpu": every stage, the pipeline's own included, is timed in CPU time of this process
@@ -172,7 +183,7 @@ def run_stages(video: str, boxes_path: Path, frames: int, warmup: int, out_dir: 
         wall = time.perf_counter
         time.perf_counter = time.process_time
         try:
-            return run_stages(video, boxes_path, frames, warmup, out_dir, "wall")
+            return run_stages(video, boxes_path, frames, warmup, out_dir, "wall", runner_input)
         finally:
             time.perf_counter = wall
     from app.offline import offline_stage
@@ -180,7 +191,7 @@ def run_stages(video: str, boxes_path: Path, frames: int, warmup: int, out_dir: 
     from app.sources import open_source
     from app.views import ViewState, annotate, compose_view
 
-    pipeline = build_pipeline(boxes_path)
+    pipeline = build_pipeline(boxes_path, runner_input)
     output_path = out_dir / "stages.mp4"
     totals = dict.fromkeys(STAGES + ("read", "host_cpu", "process"), 0.0)
     counted = people = 0
@@ -251,12 +262,12 @@ def run_stages(video: str, boxes_path: Path, frames: int, warmup: int, out_dir: 
     return row
 
 
-def run_demo_loop(video: str, boxes_path: Path, frames: int, out_dir: Path) -> float:
+def run_demo_loop(video: str, boxes_path: Path, frames: int, out_dir: Path, runner_input: str = "float32") -> float:
     """Wall ms per frame of app.demo.run (headless, writing a video: offline smoothing) with the stand-ins."""
     from app.demo import DemoOptions, run
     from app.sources import open_source
 
-    pipeline = build_pipeline(boxes_path)
+    pipeline = build_pipeline(boxes_path, runner_input)
     options = DemoOptions(source=video, output=str(out_dir / "demo.mp4"), overwrite=True, headless=True,
                           max_frames=frames, progress=False)
     source = open_source(video)
@@ -269,8 +280,8 @@ def worker(args) -> None:
     """One measurement in this process (this tree's app); prints one JSON line."""
     video = str(Path(args.assets) / SCENES[args.scene][0])
     with tempfile.TemporaryDirectory() as tmp:
-        row = run_stages(video, Path(args.boxes), args.frames, args.warmup, Path(tmp), args.clock)
-        row["demo"] = run_demo_loop(video, Path(args.boxes), args.frames, Path(tmp))
+        row = run_stages(video, Path(args.boxes), args.frames, args.warmup, Path(tmp), args.clock, args.runner_input)
+        row["demo"] = run_demo_loop(video, Path(args.boxes), args.frames, Path(tmp), args.runner_input)
     print("RESULT " + json.dumps(row))
 
 
@@ -293,10 +304,10 @@ def revision_tree(rev: str) -> Path:
     return tree
 
 
-def measure(tree: Path, scene: str, boxes: Path, args) -> dict:
+def measure(tree: Path, scene: str, boxes: Path, args, runner_input: str) -> dict:
     command = [sys.executable, "-m", "benchmarks.host_bench", "--worker", "--scene", scene, "--boxes", str(boxes),
                "--frames", str(args.frames), "--warmup", str(args.warmup), "--assets", str(args.assets),
-               "--clock", args.clock]
+               "--clock", args.clock, "--runner-input", runner_input]
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -317,6 +328,11 @@ def main(argv=None) -> None:
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                         help="time the stages in CPU time of the process (default: steadier on a shared "
                              "machine) or wall time; `demo` is always wall time")
+    parser.add_argument("--runner-input", default="uint8,float32",
+                        help="the stand-in runner's input, comma-separated, each measured on this tree: uint8 "
+                             "(as TorchRunner on a CUDA device: crops normalised on the device), float32 (as the "
+                             "CPU engines: normalised on the host); revisions are measured once (they normalise "
+                             "on the host whatever the runner takes)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     parser.add_argument("--boxes", help=argparse.SUPPRESS)
@@ -327,14 +343,18 @@ def main(argv=None) -> None:
     scenes = args.scenes.split(",")
     boxes = {scene: record_boxes(scene, args.frames, args.detector, Path(args.assets)) for scene in scenes}
     revisions = args.compare.split(",") if args.compare else []
-    trees = {rev: revision_tree(rev) for rev in revisions}
-    trees["this tree"] = ROOT
+    inputs = args.runner_input.split(",")
+    # name -> (tree, runner input)
+    trees = {rev: (revision_tree(rev), "float32") for rev in revisions}
+    for runner_input in inputs:
+        trees["this tree" if len(inputs) == 1 else f"this {runner_input}"] = (ROOT, runner_input)
     runs: dict[tuple[str, str], list[dict]] = {}
     for repeat in range(args.repeats):
         order = list(trees) if repeat % 2 == 0 else list(trees)[::-1]  # alternate who goes first
         for scene in scenes:
             for name in order:
-                row = measure(trees[name], scene, boxes[scene], args)
+                tree, runner_input = trees[name]
+                row = measure(tree, scene, boxes[scene], args, runner_input)
                 runs.setdefault((scene, name), []).append(row)
                 print(f"  {scene} {name} run {repeat + 1}: process {row['process']:.2f} ms, host {row['host']:.2f} ms, "
                       f"demo {row['demo']:.2f} ms, load {os.getloadavg()[0]:.1f}",
@@ -345,17 +365,22 @@ def main(argv=None) -> None:
           f"{args.frames} frames ({args.warmup} warm-up), median of {args.repeats} alternated runs; "
           f"stages in {args.clock} time, demo in wall time")
     columns = list(STAGES) + ["process", "host", "demo", "read", "people"]
-    print("scene     tree        " + " ".join(f"{c:>7}" for c in columns))
+    print("scene     tree          " + " ".join(f"{c:>7}" for c in columns))
     for scene in scenes:
         medians = {}
         for name in trees:
             rows = runs[(scene, name)]
             medians[name] = {c: statistics.median(r[c] for r in rows) for c in columns}
-            print(f"{scene:9} {name[:11]:11} " + " ".join(f"{medians[name][c]:7.2f}" for c in columns))
+            print(f"{scene:9} {name[:13]:13} " + " ".join(f"{medians[name][c]:7.2f}" for c in columns))
         for rev in revisions:  # this tree / rev: under 1 is faster
-            base, new = medians[rev], medians["this tree"]
-            print(f"{scene:9} {('/' + rev)[:11]:11} " + " ".join(
-                f"{new[c] / base[c]:7.2f}" if base[c] > 0.005 else f"{'-':>7}" for c in columns))
+            base = medians[rev]
+            for name in trees:
+                if name in revisions:
+                    continue
+                new = medians[name]
+                label = f"{name.removeprefix('this ')}/{rev}" if len(inputs) > 1 else f"/{rev}"
+                print(f"{scene:9} {label[:13]:13} " + " ".join(
+                    f"{new[c] / base[c]:7.2f}" if base[c] > 0.005 else f"{'-':>7}" for c in columns))
     if args.json:
         Path(args.json).write_text(json.dumps({"load": load, "cpu": cpu_model(), "args": vars(args),
                                                "runs": {f"{s}|{n}": r for (s, n), r in runs.items()}}, indent=1))
