@@ -107,7 +107,7 @@ def warp_crops(frame_bgr: np.ndarray, matrices: np.ndarray, input_size: tuple[in
     in the official test pipeline: bit for bit cv2.warpAffine of the frame with each matrix.
 
     cv2 warps a 4-channel image 2.7x faster than a 3-channel one (its vector code has no 3-channel
-    path: 0.14 against 0.37 ms a 256 x 192 crop, one thread, 2-core EPYC), so the part of the frame
+    path: 0.14 against 0.37 ms a 256 x 192 crop, one thread, 2-core AVX2 EPYC), so the part of the frame
     the crops read is first widened to BGRA, then each crop warped from it and the batch narrowed
     back to BGR. The conversion covers only the pixels the warps can read (`_footprint`): the rest of
     the BGRA image is never written and never read, so a small person costs a small conversion.
@@ -189,7 +189,7 @@ def normalize(crops_bgr: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros((0, h, w, c), np.float32)
     # BGR -> RGB on the uint8 bytes (a quarter of the float32 ones), by cv2.cvtColor: numpy's copy
-    # of the reversed view walks the bytes one at a time, 25x slower (0.25 ms a person, 2-core EPYC).
+    # of the reversed view walks the bytes one at a time, 25x slower (0.25 ms a person, AVX2 EPYC).
     # cv2 sees the batch as one (N * H, W, 3) image and looks each channel up in its own table.
     image = cv2.cvtColor(np.ascontiguousarray(crops_bgr).reshape(n * h, w, c), cv2.COLOR_BGR2RGB)
     return cv2.LUT(image, _NORMALIZE_TABLE).reshape(n, h, w, c)

@@ -379,3 +379,62 @@ def test_run_demo_runtime_torch_gives_the_default_paths_keypoints(tmp_path, rand
     onnx_points, torch_points = demo_keypoints(tmp_path / "onnx.json"), demo_keypoints(tmp_path / "torch.json")
     assert onnx_points.shape == torch_points.shape == (frames, 1, 17, 2)
     assert np.abs(torch_points - onnx_points).max() <= 0.05
+
+
+def test_a_cuda_graph_that_cannot_be_captured_falls_back_to_the_module(small_model, caplog):
+    # A driver, cuDNN or torch build that refuses graph capture must cost host time, not the run:
+    # the bucket replays the module itself on the same buffers. No CUDA here, so torch.cuda is a
+    # stand-in whose capture fails as torch's does; everything else is real torch on the CPU.
+    import contextlib
+    import logging
+
+    import torch
+
+    from app.runtime.torch_runner import _StaticBuckets, build_torch_module
+
+    class FakeStream:
+        def wait_stream(self, other):
+            pass
+
+    class FakeEvent:
+        recorded = 0
+
+        def record(self):
+            FakeEvent.recorded += 1
+
+        def synchronize(self):
+            pass
+
+    @contextlib.contextmanager
+    def refusing_graph(graph, pool=None):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        yield  # pragma: no cover
+
+    fake_cuda = type("FakeCuda", (), {
+        "OutOfMemoryError": torch.cuda.OutOfMemoryError, "Event": FakeEvent, "CUDAGraph": object,
+        "graph_pool_handle": staticmethod(lambda: None), "Stream": staticmethod(lambda device: FakeStream()),
+        "current_stream": staticmethod(lambda device=None: FakeStream()),
+        "stream": staticmethod(lambda stream: contextlib.nullcontext()), "graph": staticmethod(refusing_graph),
+    })
+
+    class FakeTorch:
+        cuda = fake_cuda
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+    module = build_torch_module(small_model)
+    buckets = _StaticBuckets(FakeTorch(), module, "cpu", (32, 24), (1, 2, 4), graphs=True)
+    with caplog.at_level(logging.WARNING, logger="app.runtime.torch_runner"):
+        for count, seed in ((3, 30), (1, 31), (6, 32)):
+            batch = normalised_batch(count, (32, 24), seed=seed)
+            with torch.inference_mode():
+                expected = module(torch.from_numpy(batch)).numpy()
+            actual = buckets.run(batch)
+            assert actual.shape == expected.shape == (count, 16, 12, 3)
+            np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * max(np.abs(expected).max(), 1))
+    assert buckets.graph_failure == "CUDA error: operation not permitted when stream is capturing"
+    assert sorted(bucket for bucket, _ in buckets.captured) == [1, 2, 4]
+    assert sum("CUDA graph capture failed" in record.getMessage() for record in caplog.records) == 1  # once
+    assert FakeEvent.recorded >= 4  # the host still waits for each bucket's copies (6 = 4 + 2)
+    assert torch.backends.cudnn.benchmark is False  # put back after each try

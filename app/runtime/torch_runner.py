@@ -19,7 +19,9 @@ Then, once per runner:
 - CPU: torch.jit.trace + torch.jit.freeze: one TorchScript graph call per batch, no Python per layer.
 - CUDA: a CUDA graph captured per batch bucket (1, 2, 4, 8, 16) on first use, fed from preallocated
   device buffers: a call is one upload, one replay, one download. A batch is padded to its bucket; a
-  batch above the largest bucket is split (plan_buckets, a pure function tested on the CPU).
+  batch above the largest bucket is split (plan_buckets, a pure function tested on the CPU). Where a
+  capture fails (a driver or cuDNN that refuses it), that bucket calls the module on the same
+  buffers instead: logged once, the start-up line says "no CUDA graphs", the run goes on.
 - MPS: the module as it is (no graphs there).
 Activations stay channels_last inside (the NHWC input permuted to NCHW is already that layout, and
 oneDNN's and cuDNN's fast convolutions use it), so the only transposes are the free ones at the ends.
@@ -38,6 +40,7 @@ app.crop.normalize does: on a GPU a quarter of the bytes go up and the arithmeti
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import dataclass
 
@@ -47,6 +50,8 @@ import numpy as np
 from app.errors import DeviceError
 from app.onnx_export import model_io_shape, same_pads, transposed_same_crop
 from app.runtime.common import check_batch
+
+log = logging.getLogger(__name__)
 
 BUCKETS = (1, 2, 4, 8, 16)
 PRECISIONS = ("float32", "float16", "bfloat16")
@@ -548,7 +553,7 @@ class TorchRunner:
                 self._graphs = _StaticBuckets(torch, module, device, self.input_size, self.buckets, graphs=on_cuda)
                 if on_cuda:
                     self._graphs.capture(1, np.dtype(self.input_dtype))  # the first frame's bucket, at load
-                    self.engine += " (CUDA graphs)"
+                    self.engine += " (CUDA graphs)" if self._graphs.graph_failure is None else " (no CUDA graphs)"
             elif device == "cpu":
                 self._call = _frozen_cpu_module(torch, module, self.input_size)
                 self.engine += " (TorchScript, frozen)"
@@ -643,19 +648,13 @@ class _StaticBuckets:
             heatmaps = module(torch.zeros((1, *input_size, 3), device=device)).shape[1:]
         self.host_out = torch.empty((largest, *heatmaps), dtype=torch.float32, pin_memory=pin)
         self.stream = torch.cuda.Stream(device) if graphs else None
+        self.graph_failure: str | None = None  # why a capture failed, if one did (capture)
 
     def capture(self, bucket: int, dtype: np.dtype):
         torch = self.torch
         static_in = torch.zeros((bucket, *self.input_size, 3), dtype=self.host_in[dtype].dtype, device=self.device)
         if not self.use_graphs:
-            with torch.inference_mode():
-                static_out = self.module(static_in)
-
-            def replay():
-                static_out.copy_(self.module(static_in))
-
-            self.captured[bucket, dtype] = (replay, static_in, static_out)
-            return self.captured[bucket, dtype]
+            return self._eager_bucket(bucket, dtype, static_in)
         benchmark = torch.backends.cudnn.benchmark
         # cuDNN tries its convolution algorithms for these shapes once, here, and the graph keeps the
         # fastest. Restored after, so the detector sharing the process keeps torch's default.
@@ -670,9 +669,31 @@ class _StaticBuckets:
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=self.pool):
                     static_out = self.module(static_in)
+        except torch.cuda.OutOfMemoryError:
+            raise  # TorchRunner turns it into the one line that names the fix
+        except RuntimeError as error:
+            # A driver, cuDNN or torch build that cannot capture this graph: the same module, called
+            # on the same buffers, gives the same heatmaps at a few ms more host time per call.
+            # Said once; a run that stops here helps no one.
+            if self.graph_failure is None:
+                self.graph_failure = str(error).splitlines()[0] if str(error) else type(error).__name__
+                log.warning("CUDA graph capture failed (%s); the pose model runs without CUDA graphs",
+                               self.graph_failure)
+            return self._eager_bucket(bucket, dtype, static_in)
         finally:
             torch.backends.cudnn.benchmark = benchmark
         self.captured[bucket, dtype] = (graph.replay, static_in, static_out)
+        return self.captured[bucket, dtype]
+
+    def _eager_bucket(self, bucket: int, dtype: np.dtype, static_in):
+        """A bucket whose replay calls the module itself on its static input."""
+        with self.torch.inference_mode():
+            static_out = self.module(static_in)
+
+        def replay():
+            static_out.copy_(self.module(static_in))
+
+        self.captured[bucket, dtype] = (replay, static_in, static_out)
         return self.captured[bucket, dtype]
 
     def launch(self, people: np.ndarray, bucket: int):
@@ -690,6 +711,7 @@ class _StaticBuckets:
         self.host_out[:count].copy_(static_out[:count], non_blocking=True)
         if not self.use_graphs:
             return None
+        # (A bucket that fell back to the module (capture) queues its work on the device as well.)
         done = torch.cuda.Event()
         done.record()
         return done
