@@ -2,7 +2,8 @@
 the view drawn at the source's size and left to the window to scale (before issue 20), for two
 source sizes and three views, alternated in one run. Synthetic frame and people (no network).
 
-    .venv/bin/python benchmarks/view_compose.py [--old path/to/old_views.py] [--repeats 30]
+    .venv/bin/python -m benchmarks.view_compose [--old path/to/old_views.py] [--repeats 30]
+        [--window 1920x1080] [--cv2-threads 2]
 
 --old: a copy of the former app/views.py (git show 853a58f:app/views.py > old_views.py); without
 it only the new path is timed. The old path's scaling in the window (Qt) is not included.
@@ -41,13 +42,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--old", default=None)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--window", default="1280x720", help="the window's size, WIDTHxHEIGHT")
+    parser.add_argument("--cv2-threads", type=int, default=1, help="cv2.setNumThreads (the product leaves "
+                        "OpenCV's default, all cores)")
     args = parser.parse_args()
+    cv2.setNumThreads(args.cv2_threads)
     old = None
     if args.old:
         spec = importlib.util.spec_from_file_location("old_views", args.old)
         old = sys.modules["old_views"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
         spec.loader.exec_module(old)
-    window = (1280, 720)
+    window = tuple(int(v) for v in args.window.lower().split("x"))
     states = {"plain": dict(), "heatmaps": dict(heatmaps=True), "side by side": dict(compare="side")}
     print(f"| source | view | now: at {window[0]}x{window[1]} (ms, best of {args.repeats}) | before: at the source's size (ms, best of {args.repeats}) |")
     print("|---|---|---|---|")
@@ -69,5 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cv2.setNumThreads(1)
     main()
