@@ -399,7 +399,10 @@ class JsonOutput:
         Extra keys (e.g. "visible") are kept; numbers go through `json_ready`."""
         if self._file.closed:
             raise ValueError(f"{self.path} is already closed")
-        record = {"frame": int(index), "time_s": _round(time_s), "people": json_ready(list(people))}
+        # Milliseconds: two live frames can arrive within 10 ms of each other.
+        time_s = float(time_s)
+        record = {"frame": int(index), "time_s": round(time_s, 3) if math.isfinite(time_s) else None,
+                  "people": json_ready(list(people))}
         text = ("," if self.frames_written else "") + "\n" + json.dumps(record, allow_nan=False)
         data = text.encode()
         check_space(self.path, self.frames_written, len(data), per_frame=0)

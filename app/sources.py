@@ -149,6 +149,17 @@ class FrameSource:
     def _timestamp(self) -> float:
         return self.frames_read / self.fps
 
+    # Live frames that arrive together (a stream's buffered frames after a connect) are stamped at
+    # least this far apart, so the times of a run stay strictly increasing, as its frames are, in
+    # the JSON's milliseconds too (app.outputs writes time_s to 3 decimals).
+    LIVE_STAMP_STEP_S = 0.001
+
+    def _live_timestamp(self) -> float:
+        """Seconds since the source opened, strictly increasing from frame to frame."""
+        stamp = max(time.monotonic() - self._start, getattr(self, "_last_stamp", -1.0) + self.LIVE_STAMP_STEP_S)
+        self._last_stamp = stamp
+        return stamp
+
     def _read(self) -> tuple[np.ndarray, str] | None:
         raise NotImplementedError
 
@@ -289,7 +300,7 @@ class CameraSource(FrameSource):
         self._start = time.monotonic()
 
     def _timestamp(self) -> float:
-        return time.monotonic() - self._start
+        return self._live_timestamp()
 
     def _read(self):
         if self._pending is not None:
@@ -419,7 +430,7 @@ class StreamSource(FrameSource):
 
     def _timestamp(self) -> float:
         if self.is_live:
-            return time.monotonic() - self._start
+            return self._live_timestamp()
         return super()._timestamp()
 
     def _read(self):

@@ -321,3 +321,19 @@ def test_startup_line_names_the_size_and_format_a_camera_granted_beside_what_was
                                 cv2.CAP_PROP_FPS: 30.0}.get(prop, 0.0)
     with open_source("0", capture_factory=lambda index: capture, camera_size=(1280, 720)) as source:
         assert run_demo._describe(source) == "camera 0: 6x4 at 30 fps MJPG (asked for 1280x720)"
+
+
+def test_live_frames_that_arrive_together_get_strictly_increasing_times():
+    # A stream's buffered frames come out back to back after a connect: their times must still
+    # increase, in the JSON's milliseconds too (app.outputs rounds time_s to 3 decimals).
+    import time
+
+    from app.sources import FrameSource
+
+    source = FrameSource("a stream", 10.0, (64, 48), None, is_live=True)
+    source._start = time.monotonic()
+    stamps = [source._live_timestamp() for _ in range(50)]  # far faster than 1 ms apart
+    assert all(round(b, 3) > round(a, 3) for a, b in zip(stamps, stamps[1:]))
+    time.sleep(0.05)
+    later = source._live_timestamp()
+    assert later >= 0.05 and later - stamps[-1] >= 0.001  # real time again once frames are apart
