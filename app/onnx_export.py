@@ -123,6 +123,17 @@ def _layer_input(layer):
         raise OnnxExportError(f"layer {layer.name!r} is used more than once ({error}); cannot export it") from None
 
 
+def conv_kernel_oihw(layer, kernel: np.ndarray) -> tuple[np.ndarray, int]:
+    """A Keras Conv2D / DepthwiseConv2D kernel (kh, kw, in / groups, out) as ONNX's and torch's
+    (out, in / groups, kh, kw), and its group count. Keras' depthwise kernel (kh, kw, C, m): output
+    channel c * m + j filters input channel c alone, which is a grouped conv with groups = C and
+    weight (C * m, 1, kh, kw), in the same order."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        kh, kw, channels, multiplier = kernel.shape
+        return kernel.reshape(kh, kw, 1, channels * multiplier).transpose(3, 2, 0, 1), channels
+    return kernel.transpose(3, 2, 0, 1), layer.groups
+
+
 def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
     """(before, after) padding of TF's "same" for one spatial axis: the odd pixel goes after."""
     effective = (kernel - 1) * dilation + 1
@@ -171,17 +182,8 @@ def _export_conv(graph: _Graph, layer, source, output) -> None:
         raise OnnxExportError(f"layer {layer.name!r} has padding {layer.padding!r}; export_onnx handles valid and same")
 
     name = f"{layer.name}_out"
-    kernel = _to_numpy(layer.kernel)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        # Keras depthwise kernel (kh, kw, C, m): output channel c * m + j filters input channel c
-        # alone. ONNX writes that as a Conv with group = C and weight (C * m, 1, kh, kw), the same order.
-        channels, multiplier = kernel.shape[2], kernel.shape[3]
-        kernel = kernel.reshape(kh, kw, 1, channels * multiplier)
-        groups = channels
-    else:
-        groups = layer.groups
-    # Keras kernel (kh, kw, in / groups, out) -> ONNX (out, in / groups, kh, kw).
-    weight = graph.constant(f"{layer.name}_W", kernel.transpose(3, 2, 0, 1))
+    kernel, groups = conv_kernel_oihw(layer, _to_numpy(layer.kernel))
+    weight = graph.constant(f"{layer.name}_W", kernel)
     bias = graph.constant(f"{layer.name}_B", _to_numpy(layer.bias)) if layer.use_bias else None
     node = graph.node(
         "Conv", [value.name, weight] + ([bias] if bias else []), name,

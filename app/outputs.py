@@ -329,9 +329,9 @@ class VideoOutput:
         self.close()
 
 
-def _round(value: float) -> float | None:
+def _round(value: float, decimals: int = 2) -> float | None:
     value = float(value)
-    return round(value, 2) if math.isfinite(value) else None
+    return round(value, decimals) if math.isfinite(value) else None
 
 
 def json_ready(value):
@@ -400,9 +400,7 @@ class JsonOutput:
         if self._file.closed:
             raise ValueError(f"{self.path} is already closed")
         # Milliseconds: two live frames can arrive within 10 ms of each other.
-        time_s = float(time_s)
-        record = {"frame": int(index), "time_s": round(time_s, 3) if math.isfinite(time_s) else None,
-                  "people": json_ready(list(people))}
+        record = {"frame": int(index), "time_s": _round(time_s, 3), "people": json_ready(list(people))}
         text = ("," if self.frames_written else "") + "\n" + json.dumps(record, allow_nan=False)
         data = text.encode()
         check_space(self.path, self.frames_written, len(data), per_frame=0)

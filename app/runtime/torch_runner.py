@@ -48,7 +48,7 @@ import keras
 import numpy as np
 
 from app.errors import DeviceError
-from app.onnx_export import model_io_shape, same_pads, transposed_same_crop
+from app.onnx_export import conv_kernel_oihw, model_io_shape, same_pads, transposed_same_crop
 from app.runtime.common import check_batch
 
 log = logging.getLogger(__name__)
@@ -271,18 +271,10 @@ class _Builder:
             padded = self.fresh()
             self.steps.append(_Step("pad", [value], padded, attrs={"pad": (left, right, top, bottom), "fill": 0.0}))
             value, top, left = padded, 0, 0
-        kernel = _array(layer.kernel)
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            # Keras (kh, kw, C, m): output channel c * m + j filters input channel c alone; torch
-            # writes that as groups = C with weight (C * m, 1, kh, kw), in the same order.
-            channels, multiplier = kernel.shape[2], kernel.shape[3]
-            kernel = kernel.reshape(kh, kw, 1, channels * multiplier)
-            groups = channels
-        else:
-            groups = layer.groups
-        weight = self.param(f"{layer.name}_weight", kernel.transpose(3, 2, 0, 1))  # -> (out, in / groups, kh, kw)
+        kernel, groups = conv_kernel_oihw(layer, _array(layer.kernel))
+        weight = self.param(f"{layer.name}_weight", kernel)
         bias = self.param(f"{layer.name}_bias", _array(layer.bias) if layer.use_bias
-                          else np.zeros(kernel.shape[3]))
+                          else np.zeros(kernel.shape[0]))
         step = _Step("conv", [value], -1, (weight, bias),
                      {"stride": (sh, sw), "padding": (top, left), "dilation": (dh, dw), "groups": groups})
         self._finish(layer, step, output)
@@ -678,7 +670,7 @@ class _StaticBuckets:
             if self.graph_failure is None:
                 self.graph_failure = str(error).splitlines()[0] if str(error) else type(error).__name__
                 log.warning("CUDA graph capture failed (%s); the pose model runs without CUDA graphs",
-                               self.graph_failure)
+                            self.graph_failure)
             return self._eager_bucket(bucket, dtype, static_in)
         finally:
             torch.backends.cudnn.benchmark = benchmark
