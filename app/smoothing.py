@@ -101,7 +101,8 @@ def keypoint_box_diagonals(keypoints: np.ndarray, scores: np.ndarray, threshold:
 def _every_row(rows: np.ndarray, count: int) -> bool:
     """Whether rows (n,) are 0 .. count - 1 in order: the state arrays themselves then serve, where
     a fancy-indexed copy in and out would cost more than a person's whole update."""
-    return len(rows) == count and (count == 0 or (rows[0] == 0 and (np.diff(rows) == 1).all()))
+    # (A list comparison: for the handful of people of a frame it costs a twentieth of np.diff.)
+    return len(rows) == count and rows.tolist() == list(range(count))
 
 
 class _BlockModel:
@@ -247,25 +248,26 @@ class _ImmModel:
         C = 2 * self.num_joints
         cbar = mu @ self.M  # (n, 2) predicted mode probabilities
         omega = self.M[None] * mu[:, :, None] / cbar[:, None, :]  # (n, i, j): P(was i | is j)
-        mixed_x = np.einsum("nij,nid->njd", omega, x)
-        # sum_i w_ij (x_i - x0_j)(x_i - x0_j)' with two models is w_0j w_1j (x_0 - x_1)(x_0 - x_1)'.
+        mixed_x = np.swapaxes(omega, 1, 2) @ x  # (n, j, D): sum_i omega_ij x_i
+        # sum_i w_ij (x_i - x0_j)(x_i - x0_j)' with two models is w_0j w_1j (x_0 - x_1)(x_0 - x_1)'; and
+        # w_0j P_0 + w_1j P_1 = P_1 + w_0j (P_0 - P_1) as w_0j + w_1j = 1: the (D, D) differences and
+        # the outer product are formed once for both j (two full-size products fewer).
         delta = x[:, 0] - x[:, 1]  # (n, D)
         w0, w1 = omega[:, 0, :, None, None], omega[:, 1, :, None, None]  # (n, j, 1, 1)
-        mixed_P = w0 * P[:, :1] + w1 * P[:, 1:] + (w0 * w1) * (delta[:, None, :, None] * delta[:, None, None, :])
-        # F = [[I, I], [0, I]] on the [positions, velocities] quarters.
-        pp, pv = mixed_P[..., :C, :C], mixed_P[..., :C, C:]
-        vp, vv = mixed_P[..., C:, :C], mixed_P[..., C:, C:]
-        new_P = np.empty_like(mixed_P)
-        new_P[..., :C, :C] = (pp + vp) + (pv + vv)
-        new_P[..., :C, C:] = pv + vv
-        new_P[..., C:, :C] = vp + vv
-        new_P[..., C:, C:] = vv
+        mixed_P = (P[:, 1:] + w0 * (P[:, 0] - P[:, 1])[:, None]
+                   + (w0 * w1) * (delta[:, :, None] * delta[:, None, :])[:, None])
+        # F P F' with F = [[I, I], [0, I]] on the [positions, velocities] quarters, in place on
+        # mixed_P (a new array): F adds the velocity rows to the position rows, F' then the
+        # velocity columns to the position columns.
+        new_P = mixed_P
+        new_P[..., :C, :] += new_P[..., C:, :]
+        new_P[..., :, :C] += new_P[..., :, C:]
         q = (self.noises[None] * scale[:, None]) ** 2  # (n, 2)
         # Q: q_unit[a, b] * q on the diagonal of quarter (a, b), added through one flat index.
         flat = new_P.reshape(*new_P.shape[:2], -1)
         flat[..., self.q_index] += q[..., None] * self.q_values
-        new_x = mixed_x.copy()
-        new_x[..., :C] += mixed_x[..., C:]
+        new_x = mixed_x  # (a new array)
+        new_x[..., :C] += new_x[..., C:]
         state["x"], state["P"] = new_x, new_P
 
     def restart(self, state: dict, joints: np.ndarray, positions: np.ndarray, pos_var: np.ndarray,
@@ -292,45 +294,55 @@ class _ImmModel:
 
     def positions(self, state: dict) -> np.ndarray:
         """(n, K, 2) mode-weighted positions."""
-        return self.mean(state)[:, :2 * self.num_joints].reshape(len(state["x"]), self.num_joints, 2)
+        C = 2 * self.num_joints
+        return (state["mu"][:, None, :] @ state["x"][:, :, :C]).reshape(len(state["x"]), self.num_joints, 2)
 
     def measure(self, state: dict, joints: np.ndarray, z: np.ndarray, variance: np.ndarray) -> None:
         """IMM update of the rows with any measured joint (filterpy skips the update of a person with
         none). Unmeasured coordinates enter as filterpy's call had them: a zero row of H, unit
         variance, zero innovation (their gain is exactly zero)."""
-        rows = np.flatnonzero(joints.any(axis=1))
-        state["log_likelihood"] = np.full((len(joints), 2), np.nan)
-        if len(rows) == 0:
-            return
-        if len(rows) == len(joints):
-            x, P, mu = state["x"], state["P"], state["mu"]
-        else:
-            x, P, mu = state["x"][rows], state["P"][rows], state["mu"][rows]
         C = 2 * self.num_joints
-        use = np.repeat(joints[rows], 2, axis=1)  # (n, C)
-        on = use.astype(np.float64)
-        r = np.where(use, np.repeat(variance[rows], 2, axis=1), 1.0)
-        PHt = P[..., :C] * on[:, None, None, :]  # (n, 2, D, C): H picks the measured positions
-        S = PHt[..., :C, :] * on[:, None, :, None]
-        S.reshape(*S.shape[:2], C * C)[..., ::C + 1] += r[:, None]  # the diagonal, through a strided view
+        if joints.all():  # every joint of everyone (the common frame): H is the identity on the positions
+            rows = None
+            x, P, mu = state["x"], state["P"], state["mu"]
+            PHt = P[..., :C]  # (n, 2, D, C): H picks the positions
+            S = P[..., :C, :C] + 0.0  # a copy
+            S.reshape(*S.shape[:2], C * C)[..., ::C + 1] += np.repeat(variance, 2, axis=1)[:, None]
+            innovation = z.reshape(len(z), 1, C) - x[..., :C]  # (n, 2, C)
+            HP = P[..., :C, :]  # (n, 2, C, D)
+        else:
+            rows = np.flatnonzero(joints.any(axis=1))
+            state["log_likelihood"] = np.full((len(joints), 2), np.nan)
+            if len(rows) == 0:
+                return
+            if len(rows) == len(joints):
+                x, P, mu = state["x"], state["P"], state["mu"]
+            else:
+                x, P, mu = state["x"][rows], state["P"][rows], state["mu"][rows]
+            use = np.repeat(joints[rows], 2, axis=1)  # (n, C)
+            on = use.astype(np.float64)
+            r = np.where(use, np.repeat(variance[rows], 2, axis=1), 1.0)
+            PHt = P[..., :C] * on[:, None, None, :]  # (n, 2, D, C): H picks the measured positions
+            S = PHt[..., :C, :] * on[:, None, :, None]
+            S.reshape(*S.shape[:2], C * C)[..., ::C + 1] += r[:, None]  # the diagonal, through a strided view
+            measured_z = np.where(use, z[rows].reshape(len(rows), C), 0.0)
+            innovation = measured_z[:, None] - x[..., :C] * on[:, None]  # (n, 2, C); 0 where not measured
+            HP = P[..., :C, :] * on[:, None, :, None]  # (n, 2, C, D), = PHt' for a symmetric P
         SI = np.linalg.inv(S)
         gain = PHt @ SI  # (n, 2, D, C)
-        measured_z = np.where(use, z[rows].reshape(len(rows), C), 0.0)
-        innovation = measured_z[:, None] - x[..., :C] * on[:, None]  # (n, 2, C); 0 where not measured
         new_x = x + (gain @ innovation[..., None])[..., 0]
         # P - K H P, made symmetric again: the same matrix as filterpy's Joseph form
         # (I - KH) P (I - KH)' + K R K' for the optimal gain, to rounding.
-        HP = P[..., :C, :] * on[:, None, :, None]  # (n, 2, C, D), = PHt' for a symmetric P
         new_P = P - gain @ HP
         new_P = (new_P + np.swapaxes(new_P, -1, -2)) / 2
         # Mode probabilities: Bayes' rule on the models' log-likelihoods, the larger one subtracted.
         _, log_det = np.linalg.slogdet(S)
-        mahalanobis = np.einsum("nma,nmab,nmb->nm", innovation, SI, innovation)
+        mahalanobis = (innovation[..., None, :] @ SI @ innovation[..., None])[..., 0, 0]  # (n, 2)
         log_likelihood = -0.5 * (mahalanobis + log_det + C * np.log(2 * np.pi))
         likelihood = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
         new_mu = (mu @ self.M) * likelihood
         new_mu /= new_mu.sum(axis=1, keepdims=True)
-        if len(rows) == len(joints):  # everyone measured (rows is then 0 .. n - 1)
+        if rows is None or len(rows) == len(joints):  # everyone measured (rows is then 0 .. n - 1)
             state["x"], state["P"], state["mu"] = new_x, new_P, new_mu
             state["log_likelihood"] = log_likelihood
         else:
@@ -522,7 +534,7 @@ class KalmanBank:
         self.restarted = restarted | fresh
         self._model.measure(state, measured & ~fresh, keypoints, measurement_var)
         # (N, 2) each IMM model's measurement log-likelihood this frame (NaN: no update, or one model)
-        self.log_likelihood = state.get("log_likelihood", np.full((n, 2), np.nan))
+        self.log_likelihood = state["log_likelihood"] if "log_likelihood" in state else np.full((n, 2), np.nan)
 
         missed = np.where(measured, 0, np.where(alive, missed + 1, missed))
         alive = alive | measured
