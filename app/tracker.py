@@ -57,14 +57,14 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
     # np.maximum(v, 0), not np.clip(v, 0, None): the same values (NaN stays NaN), a tenth of the overhead.
-    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
-    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
-    width = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0)
-    height = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0)
-    inter = width * height
+    # Widths and heights as (x, y) pairs: each operation serves both axes.
+    size_a, size_b = np.maximum(a[:, 2:] - a[:, :2], 0), np.maximum(b[:, 2:] - b[:, :2], 0)  # (N, 2), (M, 2)
+    area_a, area_b = size_a[:, 0] * size_a[:, 1], size_b[:, 0] * size_b[:, 1]
+    overlap = np.maximum(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0)
+    inter = overlap[..., 0] * overlap[..., 1]  # (N, M)
     union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
+    iou = np.zeros_like(union)
+    np.divide(inter, union, out=iou, where=union > 0)  # only where defined: no 0/0 to silence
     return iou if np.isfinite(iou).all() else np.nan_to_num(iou, nan=0.0, posinf=0.0, neginf=0.0)
 
 
