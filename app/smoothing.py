@@ -454,16 +454,17 @@ class KalmanBank:
     def _choose_scale(self, rows, scales, keypoints, scores, measured) -> np.ndarray:
         """(n,) person sizes: the given one where usable, else measured from >= 2 confident joints,
         else the person's last known size."""
-        with np.errstate(invalid="ignore"):
-            given = np.isfinite(scales) & (scales > 0)
+        given = np.isfinite(scales) & (scales > 0)  # (NaN compares False without a warning)
+        if given.all():  # the pipeline's case: it always gives a size
+            self._scale[rows] = scales
+            return scales
         scale = np.where(given, scales, self._scale[rows])
-        if not given.all():  # measure only whom it is needed for (the pipeline always gives a size)
-            ask = ~given
-            with np.errstate(invalid="ignore"):
-                measured_scale = keypoint_box_diagonals(keypoints[ask], np.where(measured[ask], scores[ask], 0.0),
-                                                        self.config.score_threshold)
-                usable = (measured[ask].sum(axis=1) >= 2) & np.isfinite(measured_scale) & (measured_scale > 0)
-            scale[ask] = np.where(usable, measured_scale, scale[ask])
+        ask = ~given  # measure only whom it is needed for
+        with np.errstate(invalid="ignore"):
+            measured_scale = keypoint_box_diagonals(keypoints[ask], np.where(measured[ask], scores[ask], 0.0),
+                                                    self.config.score_threshold)
+            usable = (measured[ask].sum(axis=1) >= 2) & np.isfinite(measured_scale) & (measured_scale > 0)
+        scale[ask] = np.where(usable, measured_scale, scale[ask])
         self._scale[rows] = scale
         return scale
 
@@ -491,8 +492,9 @@ class KalmanBank:
         raw_scores = np.asarray(scores, np.float64).reshape(n, -1)
         if raw_scores.shape != keypoints.shape[:2]:
             raise ValueError(f"got {keypoints.shape[1]} keypoints but {raw_scores.shape[1]} scores")
-        finite = np.isfinite(keypoints).all(axis=2) & np.isfinite(raw_scores)
-        scores = np.where(np.isfinite(raw_scores), raw_scores, 0.0)
+        finite_scores = np.isfinite(raw_scores)
+        finite = np.isfinite(keypoints).all(axis=2) & finite_scores
+        scores = raw_scores if finite_scores.all() else np.where(finite_scores, raw_scores, 0.0)
         if self.num_joints != keypoints.shape[1]:
             if self._rows:
                 raise ValueError(f"every person needs {self.num_joints} joints, got {keypoints.shape[1]}")
@@ -518,8 +520,9 @@ class KalmanBank:
         restarted = ~alive
         # Joints without a state stay parked, still, with a bounded variance however long they are
         # away: they restart from their next measurement anyway.
-        self._model.restart(state, ~alive, held, np.repeat(velocity_var[:, None], alive.shape[1], axis=1),
-                            velocity_var)
+        if not alive.all():
+            self._model.restart(state, ~alive, held, np.repeat(velocity_var[:, None], alive.shape[1], axis=1),
+                                velocity_var)
 
         predicted = self._model.positions(state)
         tracked = measured & alive
