@@ -122,7 +122,8 @@ class PosePipeline:
         pose = None
         if not detected and len(boxes):
             pose = self._estimate(frame, boxes, want_heatmaps, timings)
-            weak = pose.scores.mean(axis=1) < self.config.min_track_score
+            # (sum / K is np.mean's own arithmetic, without its Python wrapper)
+            weak = pose.scores.sum(axis=1) / pose.scores.shape[1] < self.config.min_track_score
             if weak.any():
                 # A derived box may have slipped off its person: ask the detector, on this very frame,
                 # rather than show a wrong skeleton for `detect_every` frames.

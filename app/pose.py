@@ -95,7 +95,9 @@ class PoseEstimator:
         timings: dict[str, float] = {}  # only the stages that ran: the HUD shows "-" for the others
         if valid.any():
             t0 = time.perf_counter()
-            forward, _ = crop_transforms(centers[valid], sizes[valid], (in_h, in_w))
+            every = valid.all()  # the common case: no row to pick (each fancy index costs a copy)
+            valid_centers, valid_sizes = (centers, sizes) if every else (centers[valid], sizes[valid])
+            forward, _ = crop_transforms(valid_centers, valid_sizes, (in_h, in_w))
             crops = warp_crops(frame_bgr, forward, (in_h, in_w))
             t1 = time.perf_counter()
             heatmaps, normalize_ms = self._run(crops)
@@ -106,12 +108,15 @@ class PoseEstimator:
             coords, peak = decode_heatmaps(heatmaps, self.config.decode)
             # Heatmap coordinates go back through the affine built for the heatmap size, as the
             # official transform_preds: heatmap pixel j sits on input pixel (in_w / hm_w) * j.
-            _, to_image = crop_transforms(centers[valid], sizes[valid], (hm_h, hm_w))
-            if k != keypoints.shape[1]:
-                keypoints = np.zeros((n, k, 2), np.float32)
-                scores = np.zeros((n, k), np.float32)
-            keypoints[valid] = transform_points(coords, to_image)
-            scores[valid] = peak
+            _, to_image = crop_transforms(valid_centers, valid_sizes, (hm_h, hm_w))
+            if every:
+                keypoints, scores = transform_points(coords, to_image), peak
+            else:
+                if k != keypoints.shape[1]:
+                    keypoints = np.zeros((n, k, 2), np.float32)
+                    scores = np.zeros((n, k), np.float32)
+                keypoints[valid] = transform_points(coords, to_image)
+                scores[valid] = peak
             timings["decode"] = (time.perf_counter() - t2) * 1000
             if return_heatmaps:
                 heatmaps_all = np.zeros((n, hm_h, hm_w, k), np.float32)
