@@ -231,7 +231,7 @@ class PosePipeline:
         derived_finite = np.isfinite(derived).all(axis=1).tolist()
         # (Keypoint-carried boxes are moved all at once below: per person, the shift's five small
         # array operations cost more than the rest of the carry.)
-        carried, detector_boxes, centres_then = [], [], []
+        carried, detector_boxes, boxes_then = [], [], []
         for i, track_id in enumerate(ids):
             anchor = self._anchors.get(track_id)
             history = self._detections.get(track_id)
@@ -241,14 +241,15 @@ class PosePipeline:
             if self._unsteady.get(track_id, 0) < 2 or not history:
                 carried.append(i)
                 detector_boxes.append(anchor[0])
-                centres_then.append(anchor[1])
+                boxes_then.append(anchor[1])
             else:
                 boxes[i] = constant_velocity_box(history, self._frame_index + 1)
         if carried:
             # As far as the keypoint box's centre moved since the detection.
-            then = np.array(centres_then)
-            shift = (derived[carried, :2] + derived[carried, 2:]) / 2 - (then[:, :2] + then[:, 2:]) / 2
-            boxes[carried] = np.array(detector_boxes) + np.tile(shift, 2)
+            rows = np.array(carried)
+            now, then = derived[rows], np.array(boxes_then)  # keypoint boxes now and at the detection
+            shift = (now[:, :2] + now[:, 2:]) / 2 - (then[:, :2] + then[:, 2:]) / 2
+            boxes[rows] = np.array(detector_boxes) + np.concatenate([shift, shift], axis=1)
         height, width = shape[:2]
         # np.minimum/np.maximum: np.clip costs more than the clip.
         boxes = np.minimum(np.maximum(boxes, np.float32(0)), np.array([width - 1, height - 1] * 2, np.float32))
