@@ -73,9 +73,8 @@ class _FrameRecord:
     visible: np.ndarray  # (n, K) bool
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row of each id (m,) in this record, and whether it is there at all (m,) bool."""
-        if np.array_equal(self.ids, ids):  # the same people as the frame asked about (the usual case)
-            return np.arange(len(ids)), np.ones(len(ids), bool)
+        """Row of each id (m,) in this record, and whether it is there at all (m,) bool. (The usual
+        case, the same ids in the same order, the backward pass takes without asking.)"""
         if len(self.ids) == 0:
             return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
         order = np.argsort(self.ids, kind="stable")

@@ -456,15 +456,15 @@ class KalmanBank:
         else the person's last known size."""
         given = np.isfinite(scales) & (scales > 0)  # (NaN compares False without a warning)
         if given.all():  # the pipeline's case: it always gives a size
-            self._scale[rows] = scales
-            return scales
-        scale = np.where(given, scales, self._scale[rows])
-        ask = ~given  # measure only whom it is needed for
-        with np.errstate(invalid="ignore"):
-            measured_scale = keypoint_box_diagonals(keypoints[ask], np.where(measured[ask], scores[ask], 0.0),
-                                                    self.config.score_threshold)
-            usable = (measured[ask].sum(axis=1) >= 2) & np.isfinite(measured_scale) & (measured_scale > 0)
-        scale[ask] = np.where(usable, measured_scale, scale[ask])
+            scale = scales
+        else:  # measure only whom it is needed for
+            scale = np.where(given, scales, self._scale[rows])
+            ask = ~given
+            with np.errstate(invalid="ignore"):
+                measured_scale = keypoint_box_diagonals(keypoints[ask], np.where(measured[ask], scores[ask], 0.0),
+                                                        self.config.score_threshold)
+                usable = (measured[ask].sum(axis=1) >= 2) & np.isfinite(measured_scale) & (measured_scale > 0)
+            scale[ask] = np.where(usable, measured_scale, scale[ask])
         self._scale[rows] = scale
         return scale
 
