@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-# Bump when export_onnx changes the graph it writes: cached .onnx files from older code re-export.
-EXPORTER_VERSION = "3"  # 2: DepthwiseConv2D, ReLU(max_value) (MobileNetV2), sub-pixel deconvolutions; 3: UpSampling2D (HRNet)
+from app.runtime.onnx_runner import EXPORTER_VERSION  # bump it there when the graph written here changes
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # opset 17's IR version; onnx would stamp its newest, which older ONNX Runtimes refuse
 

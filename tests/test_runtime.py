@@ -1,6 +1,9 @@
 """Model runners: the hand-written Keras -> ONNX exporter against Keras itself, the cache, runtime choice."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,6 +16,7 @@ from app.runtime import KerasRunner, OnnxRunner, OpenVinoRunner, load_runner, ru
 from models.simple_baseline import build_simple_baseline
 
 PARITY_TOLERANCE = 1e-4
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def randomize_batch_norms(model: keras.Model, seed: int) -> None:
@@ -256,6 +260,44 @@ def test_load_runner_caches_the_export_and_redoes_it_when_weights_change(tmp_pat
     cache.write_bytes(b"not an onnx graph")  # a damaged cache re-exports instead of failing
     assert_same_heatmaps(load_runner(weights, runtime="onnx")(batch), changed)
     assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")]  # no temp files left
+
+
+STARTS_FROM_THE_CACHE = """
+import json, sys
+import numpy as np
+from app.device import choose_devices
+choose_devices("cpu")
+from app.runtime import load_runner
+weights, runtime, batch, out = sys.argv[1:5]
+runner = load_runner(weights, runtime=runtime, device="cpu")
+np.save(out, runner(np.load(batch)))
+imported = sorted(name for name in ("keras", "tensorflow") if name in sys.modules)
+from app.runtime import KerasRunner  # still there, imported when asked for
+print(json.dumps({"runner": type(runner).__name__, "imported": imported, "later": "keras" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["auto", "onnx", "openvino"])
+def test_a_start_on_a_cached_graph_does_not_import_keras(tmp_path, runtime):
+    # Keras with its TensorFlow backend takes ~3 s to import (of a ~7 s demo start): a start whose
+    # exported graph is cached (every start after the first) runs ONNX Runtime or OpenVINO without it.
+    keras.utils.set_random_seed(11)
+    model = build_simple_baseline(depth=50, num_joints=17, input_size=(64, 64))
+    randomize_batch_norms(model, seed=12)
+    weights = tmp_path / "pose.weights.h5"
+    save_converted(model, weights)
+    batch = normalised_batch(2, (64, 64), seed=13)
+    np.save(tmp_path / "batch.npy", batch)
+    expected = load_runner(weights, runtime=runtime, device="cpu")(batch)  # exports and caches
+    completed = subprocess.run(
+        [sys.executable, "-c", STARTS_FROM_THE_CACHE, str(weights), runtime, str(tmp_path / "batch.npy"),
+         str(tmp_path / "out.npy")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert record["imported"] == [] and record["later"] is True
+    assert record["runner"] == {"onnx": "OnnxRunner", "openvino": "OpenVinoRunner"}.get(runtime, record["runner"])
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+    assert_same_heatmaps(expected, KerasRunner(model)(batch))
 
 
 def test_load_runner_without_weights_says_what_to_do(tmp_path):

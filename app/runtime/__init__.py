@@ -31,14 +31,13 @@ load_runner caches the exported graph beside the weights (weights/<name>.onnx), 
 model beside it (weights/<name>.openvino-<precision>.blob), and redoes them when the weights change.
 """
 
+from __future__ import annotations
+
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
-
-from app.onnx_export import export_onnx
 from app.runtime.common import gpu_visible, keras_device, physical_cores  # noqa: F401 (the package's API)
-from app.runtime.keras_runner import KerasRunner, half_precision  # noqa: F401
 from app.runtime.onnx_runner import (  # noqa: F401
     CACHE_KEY_FIELD, OnnxRunner, cached_runner, onnx_cache_path, save_atomically, weights_cache_key,
 )
@@ -51,7 +50,27 @@ from app.runtime.precision import (  # noqa: F401
     pick_cpu_runtime, requested_precision,
 )
 
+if TYPE_CHECKING:
+    import keras
+
+    from app.runtime.keras_runner import KerasRunner
+
 RUNTIMES = ("auto", "keras", "onnx", "openvino", "torch")
+
+
+def __getattr__(name: str):
+    """`from app.runtime import KerasRunner` (or half_precision, export_onnx) imports Keras then, not
+    with the package: Keras with its TensorFlow backend takes 3 s to import, and a start whose
+    exported graph is cached runs ONNX Runtime or OpenVINO without it (docs/benchmarks.md, start-up)."""
+    if name in ("KerasRunner", "half_precision"):
+        from app.runtime import keras_runner
+
+        return getattr(keras_runner, name)
+    if name == "export_onnx":
+        from app.onnx_export import export_onnx
+
+        return export_onnx
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def runner_from_model(model: keras.Model, runtime: str = "auto", threads: int | None = None,
@@ -63,6 +82,8 @@ def runner_from_model(model: keras.Model, runtime: str = "auto", threads: int | 
     "mps"); None asks the Keras backend. precision / half: see the module docstring (Keras runs what
     it is asked; TorchRunner float16 on a CPU falls back to float32 with a note).
     """
+    from app.onnx_export import export_onnx
+
     requested = requested_precision(precision, half)
     runtime = resolve_runtime(runtime, device)
     if runtime == "torch":
@@ -110,8 +131,8 @@ def load_runner(weights: str | Path | None = None, runtime: str = "auto", thread
     For the CPU runtimes the exported graph is cached as weights/<name>.onnx, keyed by the sha256 of
     the weights file and its JSON, and OpenVINO's compiled model as weights/<name>.openvino-<p>.blob
     (the same key plus OpenVINO's version, the precision, the CPU's flags and the threads): a cache
-    hit skips building the Keras model altogether, a changed file redoes it, a damaged one is
-    rebuilt. Raises MissingWeightsError / WeightsError as app.weights.load_pose_model does.
+    hit skips building the Keras model altogether (with `device` given, Keras is not even imported),
+    a changed file redoes it, a damaged one is rebuilt. Raises MissingWeightsError / WeightsError as app.weights.load_pose_model does.
     """
     from app.weights import default_weights_path, load_pose_model
 
@@ -140,6 +161,8 @@ def load_runner(weights: str | Path | None = None, runtime: str = "auto", thread
 
 
 def _keras_runner(model: keras.Model, requested: str) -> KerasRunner:
+    from app.runtime.keras_runner import KerasRunner
+
     runner = KerasRunner(model, precision="float32" if requested == "auto" else requested)
     runner.notes = []
     return runner
@@ -174,6 +197,8 @@ class _GraphCache:
         return self._source
 
     def _export(self):
+        from app.onnx_export import export_onnx  # imports Keras: only on a cache miss
+
         proto = export_onnx(self.load_model(self.path), metadata={CACHE_KEY_FIELD: self.key})
         try:
             save_atomically(proto, self.cache)

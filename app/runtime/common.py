@@ -2,7 +2,6 @@
 
 import os
 
-import keras
 import numpy as np
 
 from app.device import backend_sees_gpu
@@ -25,8 +24,11 @@ def keras_device() -> str:
     """Where the active Keras backend puts new tensors: "cpu", "cuda:N" or "mps".
 
     Under torch that is KERAS_TORCH_DEVICE when set before Keras was imported (app.device sets it),
-    else Keras' own pick; under TensorFlow and JAX their first GPU when they see one.
+    else Keras' own pick; under TensorFlow and JAX their first GPU when they see one. Imports Keras
+    (and its backend) when nothing has yet: the CPU runtimes on a cached graph never ask.
     """
+    import keras
+
     backend = keras.backend.backend()
     if backend == "torch":
         return _torch_device_name(keras.ops.zeros((1,)).device)  # asks Keras itself, not torch's defaults

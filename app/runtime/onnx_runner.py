@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 
-from app.onnx_export import EXPORTER_VERSION
 from app.runtime.common import check_batch, physical_cores
 from app.weights.files import _write_atomically as write_atomically  # one atomic writer for every cache
 
@@ -59,6 +58,11 @@ class OnnxRunner:
 
 
 # --- cache -------------------------------------------------------------------------------------
+
+# The graph app.onnx_export writes: bump when it changes, so cached .onnx files from older code
+# re-export. Kept here rather than in app.onnx_export so that checking the cache does not import
+# Keras (3 s at start-up with its TensorFlow backend; a cache hit needs neither).
+EXPORTER_VERSION = "3"  # 2: DepthwiseConv2D, ReLU(max_value) (MobileNetV2), sub-pixel deconvolutions; 3: UpSampling2D (HRNet)
 
 def onnx_cache_path(weights_path: str | Path) -> Path:
     """weights/<name>.weights.h5 -> weights/<name>.onnx."""
