@@ -122,15 +122,19 @@ def mmpose(reference, tmp_path_factory):
 
 
 @pytest.mark.parametrize("layout", ["authors", "mmpose"])
-@pytest.mark.parametrize("runtime", ["keras", "auto", "onnx"])
+@pytest.mark.parametrize("runtime", ["keras", "auto", "onnx", "torch"])
 def test_both_layouts_give_the_references_heatmaps_on_every_runtime(layout, runtime, request, expected, batch):
+    from app.runtime.torch_runner import TorchRunner
+
     converted = request.getfixturevalue(layout)
     info = weights.read_sidecar(converted)
     assert (info["backbone"], info["width"], info["num_joints"], info["input_size"]) == ("hrnet", 32, 17, (256, 192))
     assert info["layout"] == {"authors": "microsoft", "mmpose": "mmpose"}[layout]
-    runner = load_runner(converted, runtime=runtime)
-    # auto on a CPU: OpenVINO or ONNX Runtime, whichever load_runner measured faster here
-    assert isinstance(runner, {"keras": KerasRunner, "onnx": OnnxRunner, "auto": (OnnxRunner, OpenVinoRunner)}[runtime])
+    runner = load_runner(converted, runtime=runtime, device="cpu")
+    # auto on a CPU: OpenVINO or ONNX Runtime, whichever load_runner measured faster here; torch: the
+    # frozen graph that runs on CUDA (here on the CPU, the same graph)
+    assert isinstance(runner, {"keras": KerasRunner, "onnx": OnnxRunner, "auto": (OnnxRunner, OpenVinoRunner),
+                               "torch": TorchRunner}[runtime])
     assert_parity(runner(batch), expected)
 
 
