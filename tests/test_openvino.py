@@ -16,7 +16,7 @@ from app.runtime import (
 from app.runtime.openvino_runner import CACHE_MAGIC
 from models.mobilenet_v2 import build_pose_mobilenet_v2
 from models.simple_baseline import build_simple_baseline
-from test_runtime import normalised_batch, randomize_batch_norms, save_converted
+from test_runtime import converted_r50, normalised_batch, randomize_batch_norms
 
 ZEN4 = {"fpu", "avx2", "avx512f", "avx512_bf16", "avx512_vnni"}  # this machine's kind: bf16, no fp16
 SKYLAKE = {"fpu", "avx2", "avx512f", "avx512_vnni"}  # no bf16 at all
@@ -114,12 +114,7 @@ def test_openvino_failing_to_compile_falls_back_to_onnx_runtime(network, monkeyp
 @pytest.fixture
 def converted(tmp_path):
     """A converted R50 (random weights, 64 x 64 input) in tmp_path, its Keras heatmaps on a batch."""
-    keras.utils.set_random_seed(7)
-    model = build_simple_baseline(depth=50, num_joints=17, input_size=(64, 64))
-    randomize_batch_norms(model, seed=8)
-    weights = tmp_path / "pose.weights.h5"
-    save_converted(model, weights)
-    batch = normalised_batch(2, (64, 64), seed=9)
+    model, weights, batch = converted_r50(tmp_path, seed=7)
     return weights, batch, KerasRunner(model)(batch)
 
 

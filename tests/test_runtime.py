@@ -222,14 +222,20 @@ def save_converted(model: keras.Model, path) -> None:
     path.with_name(path.name.removesuffix(".weights.h5") + ".json").write_text(json.dumps(info))
 
 
-def test_load_runner_caches_the_export_and_redoes_it_when_weights_change(tmp_path, monkeypatch):
-    keras.utils.set_random_seed(7)
-    model = build_simple_baseline(depth=50, num_joints=17, input_size=(64, 64))  # small crops: fast
-    randomize_batch_norms(model, seed=8)
-    weights = tmp_path / "pose.weights.h5"
+def converted_r50(folder: Path, seed: int) -> tuple[keras.Model, Path, np.ndarray]:
+    """(model, weights, batch): an R50 with random weights and batch norms at 64 x 64 (small crops:
+    fast), converted into folder/pose.weights.h5, and a batch of 2 normalised crops for it."""
+    keras.utils.set_random_seed(seed)
+    model = build_simple_baseline(depth=50, num_joints=17, input_size=(64, 64))
+    randomize_batch_norms(model, seed=seed + 1)
+    weights = folder / "pose.weights.h5"
     save_converted(model, weights)
+    return model, weights, normalised_batch(2, (64, 64), seed=seed + 2)
+
+
+def test_load_runner_caches_the_export_and_redoes_it_when_weights_change(tmp_path, monkeypatch):
+    model, weights, batch = converted_r50(tmp_path, seed=7)
     cache = tmp_path / "pose.onnx"
-    batch = normalised_batch(2, (64, 64), seed=9)
 
     keras_runner = KerasRunner(model)  # reads the model's variables: follows the change below
     first = load_runner(weights, runtime="onnx")
@@ -281,12 +287,7 @@ print(json.dumps({"runners": {k: type(v).__name__ for k, v in runners.items()}, 
 def test_a_start_on_a_cached_graph_does_not_import_keras(tmp_path):
     # Keras with its TensorFlow backend takes ~3 s to import (of a ~8 s demo start): a start whose
     # exported graph is cached (every start after the first) runs ONNX Runtime or OpenVINO without it.
-    keras.utils.set_random_seed(11)
-    model = build_simple_baseline(depth=50, num_joints=17, input_size=(64, 64))
-    randomize_batch_norms(model, seed=12)
-    weights = tmp_path / "pose.weights.h5"
-    save_converted(model, weights)
-    batch = normalised_batch(2, (64, 64), seed=13)
+    model, weights, batch = converted_r50(tmp_path, seed=11)
     np.save(tmp_path / "batch.npy", batch)
     expected = load_runner(weights, runtime="auto", device="cpu")(batch)  # exports, compiles, times: cached
     assert_same_heatmaps(expected, KerasRunner(model)(batch))
@@ -299,8 +300,8 @@ def test_a_start_on_a_cached_graph_does_not_import_keras(tmp_path):
     assert record["runners"]["onnx"] == "OnnxRunner" and record["runners"]["openvino"] == "OpenVinoRunner"
     heatmaps = np.load(tmp_path / "out.npz")
     np.testing.assert_array_equal(heatmaps["auto"], expected)
-    for runtime in ("onnx", "openvino"):
-        assert_same_heatmaps(heatmaps[runtime], expected)
+    for name in ("onnx", "openvino"):
+        assert_same_heatmaps(heatmaps[name], expected)
 
 
 def test_load_runner_without_weights_says_what_to_do(tmp_path):
