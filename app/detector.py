@@ -1,4 +1,5 @@
-"""Person boxes from an Ultralytics YOLO detector (.pt, .onnx, .tflite, ... whatever YOLO() loads).
+"""Person boxes from an Ultralytics YOLO detector: a .pt, .onnx or .tflite file or an OpenVINO export
+folder (the formats that cannot run code: FILE_FORMATS).
 
     detector = PersonDetector(DetectorConfig(model="../shared/assets/detector/yolov8n_int8.tflite"))
     boxes, scores = detector.detect(frame_bgr)      # (N, 4) xyxy pixels, (N,), best first
@@ -82,7 +83,16 @@ class DetectorConfig:
 
 
 # Formats Ultralytics runs with torch itself, on any torch device.
-TORCH_FORMATS = (".pt", ".torchscript")
+TORCH_FORMATS = (".pt",)
+# Detector files whose loading runs nothing from the file: ONNX and LiteRT graphs are data their
+# runtimes interpret with built-in operators, and a .pt is a pickle that check_pickle reads first.
+# Refused, as a .pt that carries code is: TorchScript (a program torch.jit.load compiles and runs;
+# PyTorch's SECURITY.md: treat it as code from its source), TensorFlow graphs (.pb; TensorFlow's
+# SECURITY.md: models are programs, with file and system operations) and every format this project
+# does not install a runtime for. OpenVINO export folders (.xml and .bin: data) are taken as well.
+FILE_FORMATS = (".pt", ".onnx", ".tflite")
+CODE_FORMATS = {".torchscript": "TorchScript, a program torch.jit.load runs",
+                ".pb": "a TensorFlow graph, a program that may call file and system operations"}
 
 
 def detector_device(model: str, device: str) -> tuple[str, str]:
@@ -155,6 +165,18 @@ def _litert_precision(model, default: str) -> str:
     return "int8" if np.dtype(np.int8) in dtypes else default
 
 
+def check_format(path: Path) -> None:
+    """Refuses a detector file of a format that can carry code or that nothing here runs (FILE_FORMATS
+    says why): DetectorError, one line, before anything reads it."""
+    suffix = path.suffix.lower()
+    if suffix in FILE_FORMATS:
+        return
+    what = CODE_FORMATS.get(suffix, f"a {suffix} file" if suffix else "a file without a suffix")
+    raise DetectorError(f"detector {path} is {what}; this demo loads only detectors that cannot run code: "
+                        "a .pt saved by Ultralytics (checked before it loads), an .onnx or .tflite file, or "
+                        "an OpenVINO export folder (`yolo export model=yolov8n.pt format=onnx` makes the .onnx)")
+
+
 def check_pickle(path: Path) -> None:
     """Refuses a .pt detector whose pickle asks for anything an Ultralytics checkpoint does not hold
     (app.safe_pickle), before Ultralytics unpickles it: DetectorError, one line."""
@@ -223,6 +245,7 @@ class PersonDetector:
             if path.stat().st_size == 0:
                 raise DetectorError(f"detector file {path} is empty (0 bytes); download it again "
                                     "or pass --detector PATH")
+            check_format(path)
             if path.suffix.lower() == ".pt":
                 check_pickle(path)
             return str(path)

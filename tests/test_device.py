@@ -147,7 +147,7 @@ def test_apply_sets_the_environment_and_refuses_a_late_backend_change(monkeypatc
 
 def test_detector_formats_that_cannot_use_the_gpu_run_on_the_cpu_and_say_so(monkeypatch):
     assert detector_device("yolov8n.pt", "cuda:0") == ("cuda:0", "")
-    assert detector_device("models/yolov8n.torchscript", "mps") == ("mps", "")
+    assert detector_device("models/yolov8n.pt", "mps") == ("mps", "")
     assert detector_device("yolov8n_int8.tflite", "cpu") == ("cpu", "")
     assert detector_device("yolov8n_int8.tflite", "cuda:0") == ("cpu", "LiteRT runs on the CPU; a .pt detector runs on the GPU")
     import onnxruntime

@@ -104,6 +104,28 @@ def test_a_cut_detector_is_damage_not_code(yolo_checkpoint, tmp_path, cut):
         load_restricted(path, [])
 
 
+@pytest.mark.parametrize("name, says", [
+    ("yolov8n.torchscript", "is TorchScript, a program torch.jit.load runs"),
+    ("yolov8n.pb", "is a TensorFlow graph, a program"),
+    ("yolov8n.engine", "is a .engine file"),
+    ("yolov8n", "is a file without a suffix"),
+])
+def test_a_detector_format_that_can_carry_code_is_refused_unread(tmp_path, monkeypatch, name, says):
+    path = tmp_path / name
+    if name.endswith(".torchscript"):  # a real one, as `yolo export format=torchscript` writes
+        torch.jit.save(torch.jit.script(torch.nn.Identity()), str(path))
+    else:
+        path.write_bytes(b"\x08\x01" * 64)
+    loaded = []
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: loaded.append(args))
+    with pytest.raises(DetectorError) as error:
+        PersonDetector(DetectorConfig(model=str(path)))
+    message = str(error.value)
+    assert says in message and "\n" not in message
+    assert "a .pt saved by Ultralytics (checked before it loads), an .onnx or .tflite file" in message
+    assert loaded == []
+
+
 def test_the_demo_refuses_a_payload_detector_in_one_line(yolo_checkpoint, tmp_path, random_weights, dancer_video):
     marker = tmp_path / "MARKER"
     evil = payload_checkpoint(yolo_checkpoint, tmp_path / "evil.pt", marker)
