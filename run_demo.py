@@ -18,6 +18,7 @@ import sys
 os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics must not phone home from a demo
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter (cuInit on a CPU) is no error of ours
 
+from app.device import device_argument  # noqa: E402  (light: no torch, no Keras)
 from app.errors import run_command, stop_on_signals  # noqa: E402  (after the environment above)
 from app.native_noise import native_noise_filtered  # noqa: E402
 
@@ -119,15 +120,6 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
-def _device(text: str) -> str:
-    from app.device import parse_device
-
-    try:
-        return parse_device(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = _Parser(description="Real-time top-down human pose (YOLO + SimpleBaseline or HRNet).",
                      formatter_class=_HelpFormatter)
@@ -154,7 +146,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="pose model runtime: auto picks torch (CUDA graphs) on an NVIDIA GPU, Keras on "
                              "Apple's; on a CPU OpenVINO unless ONNX Runtime measured faster for the network "
                              "(timed once, at the first start)")
-    parser.add_argument("--device", type=_device, default="auto",
+    parser.add_argument("--device", type=device_argument, default="auto",
                         help="auto (a GPU torch sees, else the CPU), cpu, cuda, cuda:N or mps; both networks")
     parser.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"], default="auto",
                         help="pose model arithmetic: auto (float32 on a CPU), f32, bf16 or f16; bf16/f16 only "

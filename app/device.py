@@ -68,6 +68,17 @@ def parse_device(text: str) -> str:
     return device
 
 
+def device_argument(text: str) -> str:
+    """parse_device for argparse's `type=` (run_demo.py and app.evaluate's --device): a bad value is
+    argparse's one-line usage error."""
+    import argparse
+
+    try:
+        return parse_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def resolve_device(requested: str, available: Availability) -> str:
     """"auto" | "cpu" | "cuda" | "cuda:N" | "mps" -> the device both networks use: "cpu", "cuda:N" or "mps".
 

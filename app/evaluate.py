@@ -2,7 +2,8 @@
 
     python -m app.evaluate --annotations person_keypoints_val2017.json --images val2017 \\
         [--weights FILE] [--boxes DETS.json | --gt-boxes] [--flip] [--decode dark|quarter] \\
-        [--runtime auto|keras|onnx|openvino|torch] [--precision auto|f32|bf16|f16] --out results.json
+        [--runtime auto|keras|onnx|openvino|torch] [--device auto|cpu|cuda[:N]|mps] \\
+        [--precision auto|f32|bf16|f16] --out results.json
 
 For each image: read it (one at a time, so full val2017 runs in constant memory), estimate every
 person box, score each person as the official code (box score x mean of its keypoint scores above
@@ -33,6 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from app.device import choose_devices, device_argument
 from app.errors import OutputError, SourceError, run_command
 from app.native_noise import native_noise_filtered
 from app.outputs import check_output_path
@@ -278,6 +280,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop")
     parser.add_argument("--decode", choices=("dark", "quarter", "argmax"), default="dark")
     parser.add_argument("--runtime", choices=("auto", "keras", "onnx", "openvino", "torch"), default="auto")
+    parser.add_argument("--device", type=device_argument, default="auto",
+                        help="auto (a GPU torch sees, else the CPU), cpu, cuda, cuda:N or mps (as run_demo.py)")
     parser.add_argument("--precision", choices=("auto", "f32", "bf16", "f16"), default="auto",
                         help="pose model arithmetic (as run_demo.py): measure what bf16 costs in AP with "
                              "--runtime openvino --precision bf16 against the default")
@@ -329,10 +333,17 @@ def main(argv=None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     inputs = check_inputs(args)
+    # As run_demo.py: the device decides the Keras backend (torch's on a CUDA GPU, where TensorFlow
+    # sees none), so it is chosen before anything imports Keras; DeviceError (exit 9) for a GPU that
+    # cannot be used. On a CPU with a cached graph, Keras is then never imported.
+    devices = choose_devices(args.device)
+    if devices.note:
+        print(devices.note, file=sys.stderr)
     with native_noise_filtered(enabled=not args.debug):
-        from app.runtime import load_runner  # lazily: it imports TensorFlow / ONNX Runtime
+        from app.runtime import load_runner  # lazily: it imports ONNX Runtime / OpenVINO (Keras only if needed)
 
-        runner = load_runner(args.weights, runtime=args.runtime, precision=args.precision)
+        runner = load_runner(args.weights, runtime=args.runtime, device=devices.pose_device,
+                             precision=args.precision)
     print(f"pose model: {runner.engine}, {runner.device}, {runner.precision}")
     for note in getattr(runner, "notes", ()):
         print(note)

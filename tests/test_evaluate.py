@@ -219,6 +219,27 @@ def test_arguments_drive_the_evaluation(coco_set, tmp_path, capsys):
         parse_args(["--annotations", "a", "--images", "i", "--out", "o", "--boxes", "d.json", "--gt-boxes"])
 
 
+def test_the_device_is_chosen_as_the_demo_chooses_it(coco_set, tmp_path, capsys, monkeypatch):
+    import app.device
+    from app.errors import DeviceError
+
+    annotations, images, _, _ = coco_set
+    out = tmp_path / "results.json"
+    # torch as a CPU-only machine sees it (whatever this machine has): --device cuda cannot be honoured
+    monkeypatch.setattr(app.device, "torch_availability",
+                        lambda: app.device.Availability(torch_version="2.14.0", torch_cuda="13.0"))
+    code = main(["--annotations", str(annotations), "--images", str(images), "--device", "cuda", "--out", str(out)])
+    assert code == DeviceError.exit_code
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors == ["error: --device cuda: torch sees no CUDA GPU (torch 2.14.0 is built for CUDA 13.0); check "
+                      "that `nvidia-smi` lists the GPU and the driver supports that CUDA version, or use --device cpu"]
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--annotations", "a", "--images", "i", "--out", "o", "--device", "tpu"])
+    assert exit_info.value.code == 2
+    assert "argument --device: device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'" in capsys.readouterr().err
+
+
 def test_command_line_reports_a_missing_file_in_one_line(tmp_path):
     env = dict(os.environ, YOLO_OFFLINE="1")
     done = subprocess.run(
@@ -254,7 +275,7 @@ def test_main_runs_end_to_end_with_a_real_runner(coco_set, tmp_path, capsys):
     out = tmp_path / "results.json"
 
     code = main(["--annotations", str(subset), "--images", str(images), "--weights", str(weights),
-                 "--runtime", "onnx", "--flip", "--out", str(out), "--no-progress"])
+                 "--runtime", "onnx", "--device", "cpu", "--flip", "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     results = json.loads(out.read_text())
     people = sum(len(truth[i][0]) for i in keep)
