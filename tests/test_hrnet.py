@@ -343,7 +343,7 @@ def test_evaluate_scores_hrnet(small_w32, coco_subset, tmp_path, capsys):
     subset.write_text(json.dumps(data))
     out = tmp_path / "results.json"
     code = main(["--annotations", str(subset), "--images", str(images), "--weights", str(small_w32),
-                 "--runtime", "onnx", "--flip", "--out", str(out), "--no-progress"])
+                 "--runtime", "onnx", "--device", "cpu", "--flip", "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     results = json.loads(out.read_text())
     assert results and all(len(r["keypoints"]) == 51 and np.isfinite(r["keypoints"]).all() for r in results)
