@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from app.runtime.onnx_runner import EXPORTER_VERSION  # bump it there when the graph written here changes
+
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # opset 17's IR version; onnx would stamp its newest, which older ONNX Runtimes refuse
 

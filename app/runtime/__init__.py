@@ -132,7 +132,8 @@ def load_runner(weights: str | Path | None = None, runtime: str = "auto", thread
     the weights file and its JSON, and OpenVINO's compiled model as weights/<name>.openvino-<p>.blob
     (the same key plus OpenVINO's version, the precision, the CPU's flags and the threads): a cache
     hit skips building the Keras model altogether (with `device` given, Keras is not even imported),
-    a changed file redoes it, a damaged one is rebuilt. Raises MissingWeightsError / WeightsError as app.weights.load_pose_model does.
+    a changed file redoes it, a damaged one is rebuilt. Raises MissingWeightsError / WeightsError as
+    app.weights.load_pose_model does.
     """
     from app.weights import default_weights_path, load_pose_model
 
