@@ -29,20 +29,19 @@ CACHE = ROOT / "out" / "startup"
 
 
 def random_weights() -> Path:
-    """out/startup/r50.weights.h5 with its JSON (untrained, said so), made once."""
+    """out/startup/r50.weights.h5 with its JSON (untrained, said so), made once. The weights appear
+    last and whole (renamed into place), so a run stopped half way is made again by the next."""
     path = CACHE / "r50.weights.h5"
     if not path.exists():
-        code = (
-            "import json, sys; from pathlib import Path\n"
-            "from app.weights import sidecar_path\n"
-            "from models.simple_baseline import build_simple_baseline\n"
-            "path = Path(sys.argv[1])\n"
-            "build_simple_baseline(depth=50, num_joints=17, input_size=(256, 192)).save_weights(path)\n"
-            "sidecar_path(path).write_text(json.dumps({'source': 'random weights (benchmark only)', "
-            "'trained': False, 'depth': 50, 'num_joints': 17, 'input_size': [256, 192]}))\n"
-        )
+        from app.weights import sidecar_path  # Keras only here, in this process: the starts are children
+        from models.simple_baseline import build_simple_baseline
+
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, check=True, capture_output=True)
+        sidecar_path(path).write_text(json.dumps({"source": "random weights (benchmark only)", "trained": False,
+                                                  "depth": 50, "num_joints": 17, "input_size": [256, 192]}))
+        partial = CACHE / "r50.partial.weights.h5"  # Keras wants the .weights.h5 suffix
+        build_simple_baseline(depth=50, num_joints=17, input_size=(256, 192)).save_weights(partial)
+        partial.replace(path)
     return path
 
 
