@@ -6,6 +6,7 @@ instead when POSE_REQUIRE_ASSETS=1 (CI), so a missing folder can never pass sile
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,13 +69,31 @@ def dancer_tracks():
 
 
 @pytest.fixture(scope="module")
-def random_weights(tmp_path_factory) -> Path:
+def module_tmp(tmp_path_factory):
+    """mktemp(name) for a module's shared files; the folders go when the module is done.
+
+    The converted networks with their cached graphs are 100-550 MB a folder: kept to the end of the
+    session (pytest's own rule for tmp_path_factory), the suite held 9 GB of them beside an 8.5 GB
+    venv, and a CI disk with less room than that failed every later test at its tmp_path."""
+    made = []
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def random_weights(module_tmp) -> Path:
     """Converted weights (a .weights.h5 and its JSON) of an R50 with random weights at 128 x 96: a
     quarter of the arithmetic of 256 x 192, same code path. The demo warns that they are untrained."""
     from app.weights import sidecar_path
     from models.simple_baseline import build_simple_baseline
 
-    folder = tmp_path_factory.mktemp("weights")
+    folder = module_tmp("weights")
     path = folder / "random.weights.h5"
     build_simple_baseline(depth=50, num_joints=17, input_size=(128, 96)).save_weights(path)
     sidecar_path(path).write_text(json.dumps({

@@ -103,9 +103,9 @@ def expected(reference, batch):
 
 
 @pytest.fixture(scope="module")
-def authors(reference, tmp_path_factory):
+def authors(reference, module_tmp):
     """The authors' layout (a bare state_dict, their file name), converted through the command line."""
-    folder = tmp_path_factory.mktemp("hrnet_authors")
+    folder = module_tmp("hrnet_authors")
     src = folder / "pose_hrnet_w32_256x192.pth"
     torch.save(reference.state_dict(), src)
     assert weights.main(["convert", str(src), str(folder / "authors.weights.h5")]) == 0
@@ -113,9 +113,9 @@ def authors(reference, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mmpose(reference, tmp_path_factory):
+def mmpose(reference, module_tmp):
     """MMPose 0.x's layout, named like the zoo file, converted through the command line."""
-    folder = tmp_path_factory.mktemp("hrnet_mmpose")
+    folder = module_tmp("hrnet_mmpose")
     src = save_mmpose(reference, folder / "hrnet_w32_coco_256x192-c78dce93_20200708.pth")
     assert weights.main(["convert", str(src), str(folder / "mmpose.weights.h5")]) == 0
     return folder / "mmpose.weights.h5"
@@ -305,9 +305,9 @@ def test_zoo_lists_mmposes_hrnets_with_their_checksums_and_ap():
 # --- the demo and the evaluation run it -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def small_w32(tmp_path_factory):
+def small_w32(module_tmp):
     """W32 converted at 128 x 96 (a quarter of the arithmetic; same code path) for the end-to-end runs."""
-    folder = tmp_path_factory.mktemp("hrnet_small")
+    folder = module_tmp("hrnet_small")
     src = save_mmpose(randomized_hrnet(32, seed=5, input_size=(128, 96)), folder / "hrnet_small.pth")
     return weights.convert(src, folder / "hrnet_small.weights.h5", input_size=(128, 96))
 

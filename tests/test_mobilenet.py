@@ -114,9 +114,9 @@ def expected(reference, batch):
 
 
 @pytest.fixture(scope="module")
-def converted(reference, tmp_path_factory):
+def converted(reference, module_tmp):
     """MMPose layout, converted through the command line; named like the zoo file."""
-    folder = tmp_path_factory.mktemp("mobilenet")
+    folder = module_tmp("mobilenet")
     src = save_mmpose(reference, folder / "mobilenetv2_coco_256x192-00000000_20200727.pth")
     assert weights.main(["convert", str(src), str(folder / "mnv2.weights.h5")]) == 0
     return folder / "mnv2.weights.h5"

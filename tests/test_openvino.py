@@ -275,13 +275,13 @@ def test_bf16_hint_only_where_bf16_is_native_and_not_in_use():
 # --- the detector through OpenVINO -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def random_pt(tmp_path_factory):
+def random_pt(module_tmp):
     """A YOLOv8n with random weights, built from Ultralytics' own yolov8n.yaml and saved as a .pt."""
     import torch
     from ultralytics import YOLO
 
     torch.manual_seed(11)
-    path = tmp_path_factory.mktemp("detector") / "yolov8n_random.pt"
+    path = module_tmp("detector") / "yolov8n_random.pt"
     YOLO("yolov8n.yaml").save(str(path))
     return path
 

@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def yolo_checkpoint(tmp_path_factory) -> Path:
+def yolo_checkpoint(module_tmp) -> Path:
     """A YOLOv8n checkpoint with random weights, saved as Ultralytics saves its models (Model.save:
     the half-precision DetectionModel in a dict with date, version, license, docs)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
-    path = tmp_path_factory.mktemp("yolo") / "yolov8n_random.pt"
+    path = module_tmp("yolo") / "yolov8n_random.pt"
     YOLO("yolov8n.yaml").save(path)
     return path
 

@@ -47,8 +47,8 @@ def expected(reference, batch):
 
 
 @pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("checkpoints")
+def checkpoint_dir(module_tmp):
+    return module_tmp("checkpoints")
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +72,10 @@ def converted_files(folder):
 # --- parity ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def converted(microsoft_checkpoint, tmp_path_factory):
+def converted(microsoft_checkpoint, module_tmp):
     """The Microsoft checkpoint converted to its default destination, in a stand-in weights/."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(weights, "WEIGHTS_DIR", tmp_path_factory.mktemp("weights"))
+        patch.setattr(weights, "WEIGHTS_DIR", module_tmp("weights"))
         return weights.convert(microsoft_checkpoint)
 
 
