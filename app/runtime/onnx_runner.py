@@ -64,6 +64,7 @@ class OnnxRunner:
 # Keras (3 s at start-up with its TensorFlow backend; a cache hit needs neither).
 EXPORTER_VERSION = "3"  # 2: DepthwiseConv2D, ReLU(max_value) (MobileNetV2), sub-pixel deconvolutions; 3: UpSampling2D (HRNet)
 
+
 def onnx_cache_path(weights_path: str | Path) -> Path:
     """weights/<name>.weights.h5 -> weights/<name>.onnx."""
     weights_path = Path(weights_path)
