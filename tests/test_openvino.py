@@ -13,7 +13,7 @@ from app.runtime import (
     KerasRunner, OnnxRunner, OpenVinoRunner, bf16_hint, cpu_flags, cpu_precision, load_runner,
     native_precisions, parse_precision, pick_cpu_runtime, requested_precision, resolve_runtime, runner_from_model,
 )
-from app.runtime.openvino_runner import CACHE_MAGIC
+from app.runtime.openvino_runner import CACHE_MAGIC, time_calls
 from models.mobilenet_v2 import build_pose_mobilenet_v2
 from models.simple_baseline import build_simple_baseline
 from test_runtime import converted_r50, normalised_batch, randomize_batch_norms
@@ -261,6 +261,51 @@ def test_cpu_precision_refuses_what_would_be_emulated(requested, flags, runtime_
 ])
 def test_auto_picks_openvino_unless_it_measured_slower(onnx_ms, openvino_ms, expected):
     assert pick_cpu_runtime(onnx_ms, openvino_ms) == expected
+
+
+def test_time_calls_takes_the_runners_in_turn_and_keeps_each_ones_fastest_call():
+    # Scripted CPU seconds per call (the first is the warm-up): a busy moment slows both runners'
+    # 2nd and 5th calls; the fastest call of each is what the other calls cost undisturbed.
+    costs = {"onnx": [9.0, 0.120, 0.300, 0.110, 0.115, 0.400],
+             "openvino-float32": [9.0, 0.105, 0.290, 0.106, 0.104, 0.380]}
+    now, order = [0.0], []
+
+    class Scripted:
+        input_size = (8, 6)
+
+        def __init__(self, name):
+            self.name, self.costs = name, iter(costs[name])
+
+        def __call__(self, batch):
+            assert batch.shape == (1, 8, 6, 3) and batch.dtype == np.float32
+            order.append(self.name)
+            now[0] += next(self.costs)
+
+    ms = time_calls({name: Scripted(name) for name in costs}, rounds=5, min_seconds=0, clock=lambda: now[0])
+    assert ms == pytest.approx({"onnx": 110.0, "openvino-float32": 104.0})
+    assert order == ["onnx", "openvino-float32"] * 6  # warm-ups, then the rounds in turn
+    # (The median of each one's five calls would say 120 and 106: it moves with how many calls a
+    # busy moment hits; the fastest call does not.)
+    assert pick_cpu_runtime(ms["onnx"], ms["openvino-float32"]) == "openvino"
+
+
+@pytest.mark.parametrize("rounds, min_seconds, max_rounds, expected_rounds", [
+    (2, 1.0, 40, 4),  # a round takes 0.3 s: 2 rounds, then on to 1.2 s
+    (5, 1.0, 40, 5),  # the rounds asked for outlast the time
+    (2, 100.0, 6, 6),  # a slow machine stops at max_rounds
+])
+def test_time_calls_goes_on_for_min_seconds_of_wall_time(rounds, min_seconds, max_rounds, expected_rounds):
+    now = [0.0]
+    calls = []
+
+    def runner(batch):
+        calls.append(now[0])
+        now[0] += 0.15
+
+    runner.input_size = (8, 6)
+    time_calls({"a": runner, "b": runner}, rounds=rounds, min_seconds=min_seconds, max_rounds=max_rounds,
+               clock=lambda: now[0], wall=lambda: now[0])
+    assert len(calls) == 2 * (1 + expected_rounds)  # one warm-up each, then the rounds
 
 
 def test_bf16_hint_only_where_bf16_is_native_and_not_in_use():

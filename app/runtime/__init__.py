@@ -17,7 +17,7 @@ fastest candidate by construction: the same cuDNN kernels Keras' torch backend c
 CUDA graph per batch, with none of Keras' ~141,000 Python calls per forward (benchmarks/gpu_check.py
 times both on the GPU, table 1, to verify it there). On a CPU it picks OpenVINO when it is installed
 and not slower than ONNX Runtime for this network: load_runner times both once per weights and
-machine (a second or two at the first start) and keeps the timings beside the weights
+machine (two or three seconds at the first start) and keeps the timings beside the weights
 (weights/<name>.cpu-speed.json); runner_from_model takes OpenVINO when installed
 (`python -m benchmarks.model_bench` measured it faster for both networks, docs/benchmarks.md). Both
 CPU runtimes beat Keras' compiled predict and TorchRunner on a CPU.
@@ -42,8 +42,8 @@ from app.runtime.onnx_runner import (  # noqa: F401
     CACHE_KEY_FIELD, OnnxRunner, cached_runner, onnx_cache_path, save_atomically, weights_cache_key,
 )
 from app.runtime.openvino_runner import (  # noqa: F401
-    OpenVinoRunner, load_cached, openvino_cache_key, openvino_cache_path, openvino_version, read_speed,
-    save_cached, speed_path, time_call, write_speed,
+    TIMING_METHOD, OpenVinoRunner, load_cached, openvino_cache_key, openvino_cache_path, openvino_version, read_speed,
+    save_cached, speed_path, time_calls, write_speed,
 )
 from app.runtime.precision import (  # noqa: F401
     PRECISIONS, bf16_hint, cpu_flags, cpu_precision, machine_signature, native_precisions, parse_precision,
@@ -266,8 +266,9 @@ def _openvino_runner(source, requested: str, threads: int | None, flags, weights
 
 def _auto_cpu_runner(graph: _GraphCache, requested: str, threads: int, flags, key: str, cache: Path):
     """--runtime auto on a CPU with OpenVINO installed: OpenVINO unless ONNX Runtime measured faster
-    for this network here (float32, batch 1, CPU time a call: openvino_runner.time_call says why). bfloat16/float16 asked for and native: OpenVINO, the
-    one CPU runtime that runs them. The timings are kept in weights/<name>.cpu-speed.json."""
+    for this network here (float32, batch 1, CPU time a call: openvino_runner.time_calls says why).
+    bfloat16/float16 asked for and native: OpenVINO, the one CPU runtime that runs them. The timings
+    are kept in weights/<name>.cpu-speed.json."""
     precision, _ = cpu_precision(requested, flags, "openvino")
     ov_runner, note = _openvino_runner(graph.source, requested, threads, flags, key, cache)
     if ov_runner is None:
@@ -298,20 +299,22 @@ def _auto_cpu_runner(graph: _GraphCache, requested: str, threads: int, flags, ke
 
 
 def _speed_key(key: str, flags, threads: int) -> str:
-    """What the timings in weights/<name>.cpu-speed.json hold for: weights, versions, CPU, threads."""
-    return openvino_cache_key(key, "all", machine_signature(flags), threads)
+    """What the timings in weights/<name>.cpu-speed.json hold for: weights, versions, CPU, threads,
+    and how they were taken."""
+    return openvino_cache_key(key, f"all; {TIMING_METHOD}", machine_signature(flags), threads)
 
 
 def _measure(graph: _GraphCache, ov_runner: OpenVinoRunner, precision: str, threads: int, flags, key: str,
              cache: Path) -> dict:
-    """CPU ms per call at batch 1 of ONNX Runtime and OpenVINO float32 (and bfloat16 where native)."""
+    """CPU ms per call at batch 1 of ONNX Runtime and OpenVINO float32 (and bfloat16 where native;
+    None for one not native or that does not compile), timed together (time_calls says why)."""
     onnx_runner = graph.onnx_runner or OnnxRunner(graph.source(), threads=threads)
     graph.onnx_runner = onnx_runner
-    ms = {"onnx": time_call(onnx_runner)}
+    runners = {"onnx": onnx_runner}
     for name in ("float32", "bfloat16"):
-        if name not in native_precisions(flags):
-            ms[f"openvino-{name}"] = None
-            continue
-        runner = ov_runner if name == precision else _openvino_runner(graph.source, name, threads, flags, key, cache)[0]
-        ms[f"openvino-{name}"] = time_call(runner) if runner is not None else None
-    return ms
+        if name in native_precisions(flags):
+            runner = (ov_runner if name == precision
+                      else _openvino_runner(graph.source, name, threads, flags, key, cache)[0])
+            if runner is not None:
+                runners[f"openvino-{name}"] = runner
+    return {"onnx": None, "openvino-float32": None, "openvino-bfloat16": None, **time_calls(runners)}

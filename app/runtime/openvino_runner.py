@@ -146,25 +146,41 @@ def save_cached(runner: OpenVinoRunner, cache: Path, key: str) -> None:
 
 # --- timing for --runtime auto and the bf16 hint ----------------------------------------------------
 
-def time_call(runner, calls: int = 5, batch_size: int = 1) -> float:
-    """CPU ms one call costs this process (all its threads; median of `calls` calls on a random
-    batch, after one warm-up call): a second or two at start-up, once per weights and machine
-    (load_runner keeps the result).
+# How the timings below are taken (part of their record's key: a record taken another way is taken again).
+TIMING_METHOD = "fastest call of 5-40 over 2 s, runners in turn"
+
+
+def time_calls(runners: dict, rounds: int = 5, min_seconds: float = 2.0, max_rounds: int = 40,
+               batch_size: int = 1, clock=time.process_time, wall=time.perf_counter) -> dict[str, float]:
+    """{name: CPU ms one call of that runner costs this process (all its threads)}: the fastest call
+    of each, the runners called in turn (a, b, c, a, b, c, ...) after one warm-up call each, on one
+    random batch (batch_size, H, W, 3) float32; at least `rounds` rounds, and more until min_seconds
+    of wall time have gone (at most max_rounds). Two or three seconds at the first start, once per
+    weights and machine (load_runner keeps the result). clock, wall: CPU and wall seconds (tests
+    pass their own).
 
     CPU time, not wall time: the demo runs its reader, detector and drawing threads on the same
-    cores as the model, so what a call leaves to them decides the frame rate; and a busy moment on
-    the machine during the first start barely moves it. Measured here on a loaded 2-core machine
-    (docs/benchmarks.md, "OpenVINO and bfloat16"): the wall times of ONNX Runtime and OpenVINO
-    swapped places between runs, their CPU times did not.
+    cores as the model, so what a call leaves to them decides the frame rate. The fastest call, in
+    turn, for two seconds, because CPU time moves too on a shared machine: the same ONNX Runtime call
+    took 114 to 205 CPU ms from one second to the next here (R50, batch 1, 2-core EPYC), and the
+    median of five calls in a row, one runner after the other, once recorded bfloat16 at 1.0x
+    float32 where it runs 1.9x (docs/benchmarks.md, "--runtime auto's timings"). A busy moment only
+    adds time, so the fastest call is the least disturbed one; in turn, a busy second falls on every
+    runner alike; two seconds outlast most such moments, also for a small network.
     """
-    batch = np.random.default_rng(0).standard_normal((batch_size, *runner.input_size, 3)).astype(np.float32)
-    runner(batch)
-    times = []
-    for _ in range(calls):
-        start = time.process_time()
-        runner(batch)
-        times.append(time.process_time() - start)
-    return sorted(times)[len(times) // 2] * 1e3
+    batches = {name: np.random.default_rng(0).standard_normal((batch_size, *runner.input_size, 3)).astype(np.float32)
+               for name, runner in runners.items()}
+    for name, runner in runners.items():
+        runner(batches[name])
+    fastest = {name: float("inf") for name in runners}
+    began, done = wall(), 0
+    while done < rounds or (wall() - began < min_seconds and done < max_rounds):
+        for name, runner in runners.items():
+            start = clock()
+            runner(batches[name])
+            fastest[name] = min(fastest[name], clock() - start)
+        done += 1
+    return {name: seconds * 1e3 for name, seconds in fastest.items()}
 
 
 def speed_path(onnx_cache: Path) -> Path:
@@ -173,7 +189,7 @@ def speed_path(onnx_cache: Path) -> Path:
 
 
 def read_speed(path: Path, key: str) -> dict | None:
-    """{"onnx": ms, "openvino-float32": ms, "openvino-bfloat16": ms or null} (CPU ms a call, time_call)
+    """{"onnx": ms, "openvino-float32": ms, "openvino-bfloat16": ms or null} (CPU ms a call, time_calls)
     measured for `key`, or None."""
     try:
         record = json.loads(path.read_text())
