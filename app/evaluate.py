@@ -26,7 +26,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from app.atomic import write_atomically
 from app.device import choose_devices, device_argument
 from app.errors import OutputError, SourceError, run_command
 from app.native_noise import native_noise_filtered
@@ -254,17 +254,10 @@ def evaluate(annotations, images_dir, estimator, boxes: dict | None = None, conf
 def write_results(path, results: list[dict]) -> None:
     """Write the results json atomically: a temporary file in the same folder, then a rename."""
     path = Path(path)
-    temp = None
     try:
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w") as file:
-            json.dump(results, file)
-        os.replace(temp, path)
+        write_atomically(path, lambda temp: temp.write_text(json.dumps(results)))
     except OSError as error:
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-        raise OutputError(f"cannot write {path} ({error.strerror}); choose another output path")
+        raise OutputError(f"cannot write {path} ({error.strerror}); choose another output path") from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:

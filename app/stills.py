@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from app.atomic import write_atomically
 from app.errors import OutputError
 from app.outputs import VIDEO_CODECS, check_output_path
 from app.sources import IMAGE_SUFFIXES
@@ -97,13 +98,9 @@ class ImageOutput:
         ok, encoded = cv2.imencode(path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".jpg", image)
         if not ok:
             raise OutputError(f"OpenCV cannot encode {path.name}; use a .jpg or .png name")
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(encoded.tobytes())
-            os.replace(temporary, path)
+            write_atomically(path, lambda temporary: temporary.write_bytes(encoded.tobytes()))
         except OSError as error:
-            Path(temporary).unlink(missing_ok=True)
             raise OutputError(f"cannot write {path} ({error.strerror})") from error
         self.images_written += 1
         return path

@@ -195,6 +195,12 @@ def test_write_results_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
     with pytest.raises(OutputError):
         write_results(tmp_path / "missing" / "results.json", [])
+    previous = os.umask(0o027)
+    try:
+        write_results(out, [])
+    finally:
+        os.umask(previous)
+    assert out.stat().st_mode & 0o777 == 0o640  # the user's umask, not mkstemp's private 0600
 
 
 def test_arguments_drive_the_evaluation(coco_set, tmp_path, capsys):

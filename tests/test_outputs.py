@@ -306,6 +306,21 @@ def test_one_image_writes_one_annotated_image(tmp_path):
     assert _run_on(photos / "only.png", tmp_path / "out.jpg", overwrite=True)[0] == 1
 
 
+def test_written_images_take_the_users_umask_not_a_private_mode(tmp_path):
+    # Written through a temporary file and a rename: tempfile.mkstemp's files are 0600 and stayed so,
+    # so an annotated image could not be served or shared by anyone but its writer.
+    photos = _photos(tmp_path / "photos")
+    previous = os.umask(0o022)
+    try:
+        _run_on(photos, tmp_path / "annotated")
+        _run_on(photos / "a.jpg", tmp_path / "one.jpg")
+    finally:
+        os.umask(previous)
+    written = [*(tmp_path / "annotated").iterdir(), tmp_path / "one.jpg"]
+    modes = {path.name: path.stat().st_mode & 0o777 for path in written}
+    assert modes == {"a.jpg": 0o644, "b.png": 0o644, "one.jpg": 0o644}
+
+
 def test_image_outputs_that_cannot_be_right_are_refused_before_any_work(tmp_path, dancer_video):
     from app.sources import open_source
     from app.stills import image_output_path, wants_images

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.atomic import write_atomically
 from app.runtime.common import check_batch, physical_cores
-from app.weights.files import _write_atomically as write_atomically  # one atomic writer for every cache
 
 CACHE_KEY_FIELD = "pose_cache_key"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.atomic import write_atomically
 from app.runtime.common import check_batch, physical_cores
-from app.runtime.onnx_runner import write_atomically
 
 OV_PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 CACHE_MAGIC = b"pose-openvino-cache 1\n"  # then one JSON line {"key": ...}, then OpenVINO's blob
@@ -138,7 +138,7 @@ def load_cached(cache: Path, key: str, precision: str, threads: int) -> "OpenVin
 
 
 def save_cached(runner: OpenVinoRunner, cache: Path, key: str) -> None:
-    """The compiled model with its key, written atomically (app.runtime.onnx_runner.write_atomically)."""
+    """The compiled model with its key, written atomically (app.atomic)."""
     header = CACHE_MAGIC + json.dumps({"key": key}).encode() + b"\n"
     blob = runner.export()
     write_atomically(cache, lambda temp: temp.write_bytes(header + blob))

@@ -9,9 +9,10 @@ import re
 import sys
 from pathlib import Path
 
+from app.atomic import write_atomically
 from app.errors import OutputError, WeightsError
 from app.weights.checkpoint import read_checkpoint
-from app.weights.files import KERAS_SUFFIX, _write_atomically, sha256_of, weights_dir
+from app.weights.files import KERAS_SUFFIX, sha256_of, weights_dir
 from app.weights.mapping import assign_state
 from app.weights.networks import build_network, infer_network
 from app.weights.sidecar import sidecar_path
@@ -102,9 +103,9 @@ def convert(
     }
     _check_space(dst, sum(value.size * 4 for value in state.values()))
     try:
-        _write_atomically(dst, model.save_weights)
-        _write_atomically(sidecar_path(dst), lambda temp: temp.write_text(json.dumps(info, indent=2) + "\n"))
-    except OSError as error:  # _write_atomically has removed its partial file
+        write_atomically(dst, model.save_weights, make_folder=True)
+        write_atomically(sidecar_path(dst), lambda temp: temp.write_text(json.dumps(info, indent=2) + "\n"))
+    except OSError as error:  # write_atomically has removed its partial file
         what = "disk full: " if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         raise OutputError(f"{what}cannot write {dst} ({error.strerror or error}); nothing was written; "
                           "free some space or choose another destination") from None

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from app.atomic import temp_path
 from app.errors import DownloadError
 from app.weights.conversion import checkpoint_stem, convert
-from app.weights.files import CONVERT_HINT, KERAS_SUFFIX, WEIGHTS_DIR, _temp_path, sha256_of
+from app.weights.files import CONVERT_HINT, KERAS_SUFFIX, WEIGHTS_DIR, sha256_of
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def fetch(url: str, folder: Path = WEIGHTS_DIR, timeout: float = 15.0, accept_un
     manual = f"download {url} by hand and run: python -m app.weights convert {name}"
 
     folder.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(target)
+    temp = temp_path(target)
     digest = hashlib.sha256()
     received = 0
     try:
