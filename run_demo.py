@@ -322,7 +322,8 @@ def _describe(source) -> str:
     if getattr(source, "fourcc", ""):  # a camera's pixel format, e.g. MJPG after --camera-size
         text += f" {source.fourcc}"
     if source.frame_count and source.kind != "camera":
-        text += f", {source.frame_count} {'images' if source.kind == 'images' else 'frames'}"
+        unit = "image" if source.kind == "images" else "frame"
+        text += f", {source.frame_count} {unit}{'s' if source.frame_count != 1 else ''}"
     asked_size, asked_fps = getattr(source, "requested", (None, None))
     if asked_size is not None or asked_fps is not None:
         asked = " at ".join(part for part in (f"{asked_size[0]}x{asked_size[1]}" if asked_size else "",

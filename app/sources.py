@@ -189,12 +189,21 @@ def _capture_fps(capture) -> float:
     return float(fps) if np.isfinite(fps) and fps > 0 else DEFAULT_FPS
 
 
+def quiet_ffmpeg() -> None:
+    """FFmpeg's own messages go to stderr from C, for its developers ("[mov,mp4,...] moov atom not
+    found"); our one-line errors and warnings say what failed. Kept with --debug (debug logging).
+    OpenCV reads this once, when it first opens something with FFmpeg: call it before that."""
+    if not log.isEnabledFor(logging.DEBUG):
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
 class VideoSource(FrameSource):
     """A video file read in order, every frame; a file cut off halfway ends early with a warning."""
 
     kind = "video"
 
     def __init__(self, path: Path, capture_factory: CaptureFactory = cv2.VideoCapture):
+        quiet_ffmpeg()  # "moov atom not found" before our own line on a file that is no video
         capture = capture_factory(str(path))
         ok, first = capture.read() if capture.isOpened() else (False, None)
         if not ok or first is None:
@@ -386,11 +395,7 @@ class StreamSource(FrameSource):
         self.url = url  # holds the password: show `description` (masked) instead
         self.settings = settings
         self._cancel = threading.Event()
-        if not log.isEnabledFor(logging.DEBUG):
-            # FFmpeg's own messages go to stderr from C and name the addresses it tried, at verbose
-            # levels the whole URL with its password; our one-line error says what failed. OpenCV
-            # reads this once, when it first opens something with FFmpeg (in the demo: this stream).
-            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        quiet_ffmpeg()  # it would name the addresses it tried, at verbose levels the whole URL with its password
         description = mask_url(url)
         started = time.monotonic()
         capture, first = self._connect(capture_factory)

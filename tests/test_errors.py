@@ -142,6 +142,16 @@ def test_bad_paths_fail_before_anything_loads(tmp_path, case):
     assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
 
 
+def test_a_file_that_is_no_video_is_one_line_without_ffmpegs_own(tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    completed = run_demo_quickly(tmp_path, "--source", "notes.mp4")
+    assert completed.returncode == SourceError.exit_code, completed.stderr
+    # FFmpeg would print "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x...] moov atom not found" before it.
+    assert completed.stderr == "error: cannot decode video notes.mp4: not a video OpenCV can read, or empty\n"
+    debug = run_demo_quickly(tmp_path, "--source", "notes.mp4", "--debug")
+    assert "moov atom not found" in debug.stderr  # --debug keeps it
+
+
 def test_a_missing_source_is_named_even_when_weights_are_missing(tmp_path):
     detector = tmp_path / "d.tflite"
     detector.write_bytes(b"x")

@@ -323,6 +323,20 @@ def test_startup_line_names_the_size_and_format_a_camera_granted_beside_what_was
         assert run_demo._describe(source) == "camera 0: 6x4 at 30 fps MJPG (asked for 1280x720)"
 
 
+def test_startup_line_counts_images_and_frames_in_the_singular_for_one(tmp_path):
+    import run_demo
+
+    for count in (1, 2):
+        folder = tmp_path / f"photos{count}"
+        folder.mkdir()
+        for i in range(count):
+            cv2.imwrite(str(folder / f"{i}.png"), np.full((8, 6, 3), 90, np.uint8))
+        with open_source(folder) as source:
+            assert run_demo._describe(source).endswith(f"6x8 at 1 fps, {count} image{'s' if count > 1 else ''}")
+    with open_source(folder / "0.png") as source:
+        assert run_demo._describe(source).endswith(", 1 image")
+
+
 def test_live_frames_that_arrive_together_get_strictly_increasing_times():
     # A stream's buffered frames come out back to back after a connect: their times must still
     # increase, in the JSON's milliseconds too (app.outputs rounds time_s to 3 decimals).
