@@ -27,6 +27,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -356,6 +357,7 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
     last = time.perf_counter()
     window = None
     redraw = None  # redraws the frame on screen (after a key changed the view)
+    waiting_note = ""  # the source's status() shown over the last frame while no frame comes
 
     recording = video is not None or images is not None
 
@@ -409,8 +411,19 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
                 item = results.get(timeout=0.02 if window is not None else 0.1)
             except queue.Empty:
                 if window is not None:
-                    _interact(window, state, pipeline, redraw, None)
+                    # No frame for a while: a stream reconnecting says so over the last frame (the
+                    # terminal has the same in its warning line, not where a window's user looks),
+                    # also when a key redraws it. The next frame is drawn as it comes.
+                    note = source.status() if hasattr(source, "status") else ""
+                    view = redraw
+                    if note and redraw is not None:
+                        view = partial(redraw, banner=note)
+                        if note != waiting_note:
+                            window.show(view())
+                            waiting_note = note
+                    _interact(window, state, pipeline, view, None)
                 continue
+            waiting_note = ""
             if item is _END:
                 break
             if isinstance(item, BaseException):

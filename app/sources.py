@@ -134,6 +134,11 @@ class FrameSource:
         self._lock = threading.Lock()
         self._closed = False
 
+    def status(self) -> str:
+        """What the source is doing while no frame comes, for the window ("" when nothing to say):
+        a stream that dropped says that it is reconnecting. Safe to call from any thread."""
+        return ""
+
     def __iter__(self) -> Iterator[Frame]:
         while True:
             with self._lock:
@@ -420,6 +425,7 @@ class StreamSource(FrameSource):
         self._pending = first
         self.reconnects = 0  # how often a dropped stream came back
         self._start = time.monotonic()
+        self._lost_at = None  # time.monotonic() when the stream dropped, while reconnecting
 
     def _connect(self, capture_factory: CaptureFactory):
         """One try: (capture, first image), (capture, None) when no frame came, or (None, None)."""
@@ -456,10 +462,23 @@ class StreamSource(FrameSource):
             return None
         return self._reconnect()
 
+    def status(self) -> str:
+        lost_at = self._lost_at
+        if lost_at is None:
+            return ""
+        return (f"stream lost {time.monotonic() - lost_at:.0f} s ago: reconnecting "
+                f"(gives up after {self.settings.reconnect_for_s:g} s)")
+
     def _reconnect(self):
         """Reopens a dropped live stream with growing pauses; None if closed meanwhile."""
+        self._lost_at = time.monotonic()
+        try:
+            return self._reconnect_from(self._lost_at)
+        finally:
+            self._lost_at = None
+
+    def _reconnect_from(self, lost_at: float):
         settings = self.settings
-        lost_at = time.monotonic()
         log.warning("%s: stream lost after %d frames; reconnecting (for up to %g s)",
                     self.description, self.frames_read, settings.reconnect_for_s)
         self._capture.release()

@@ -372,6 +372,52 @@ class OnePersonPipeline:
         pass
 
 
+class ReconnectingSource(OnePersonSource):
+    """A live stream that drops after its first frame and is back 0.6 s later, saying so meanwhile."""
+
+    def __init__(self):
+        super().__init__(count=2)
+        self.note = ""
+
+    def status(self):
+        return self.note
+
+    def __iter__(self):
+        yield Frame(0, np.full((48, 64, 3), 40, np.uint8), 0.0)
+        for seconds in range(3):
+            self.note = f"stream lost {seconds} s ago: reconnecting"
+            time.sleep(0.2)
+        self.note = ""
+        yield Frame(1, np.full((48, 64, 3), 40, np.uint8), 0.7)
+
+
+def test_the_window_says_a_stream_is_reconnecting_over_its_last_frame(monkeypatch):
+    drawn = []
+
+    def fake_draw(frame, result, state, kalman, fps, threshold, mirror, record, view, runs_on="", size=None,
+                  banner=""):
+        drawn.append((frame.index, banner))
+        return None, np.full((48, 64, 3), 200, np.uint8)
+
+    class Window(ScriptedWindow):
+        def __init__(self, name, size, screen):
+            super().__init__()
+
+        def drawing_size(self):
+            return (64, 48)
+
+        def destroy(self):
+            pass
+
+    monkeypatch.setattr(demo_module, "_draw", fake_draw)
+    monkeypatch.setattr(demo_module, "Window", Window)
+    options = DemoOptions(source="rtsp://camera", progress=False)
+    assert demo_module.run(options, OnePersonPipeline(), ReconnectingSource(), show=True) == 2
+    # Frame 0, then frame 0 again under each of the three notes, then frame 1 as it is.
+    assert drawn == [(0, ""), (0, "stream lost 0 s ago: reconnecting"), (0, "stream lost 1 s ago: reconnecting"),
+                     (0, "stream lost 2 s ago: reconnecting"), (1, "")]
+
+
 @pytest.mark.parametrize("record_view", [False, True])
 def test_output_records_the_annotated_frame_or_exactly_the_view(tmp_path, monkeypatch, record_view):
     """--output: the recorded picture; --record-view: what the window shows, letterboxed into the

@@ -117,6 +117,7 @@ def test_help_shows_every_default_the_keys_and_the_exit_statuses():
 def run_demo_quickly(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, YOLO_OFFLINE="1")
     env.pop("DISPLAY", None)
+    env.pop("OPENCV_FFMPEG_LOGLEVEL", None)  # set in this process by a source an earlier test opened
     return subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--headless", *args], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
 

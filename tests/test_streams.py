@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import socket
+import re
 import subprocess
 import threading
 import time
@@ -247,7 +248,7 @@ def test_mjpeg_stream_reconnects_after_the_server_goes_away_and_comes_back(caplo
                 server.drop(down_s=0.6)
             if len(frames) == 20:
                 break
-        assert source.reconnects == 1
+        assert source.reconnects == 1 and source.status() == ""  # back: nothing to say any more
     assert server.refused >= 1 and server.connections == 2  # it was away, and then back
     stamps = np.array([f.timestamp_s for f in frames])
     assert np.all(np.diff(stamps) > 0)
@@ -279,12 +280,16 @@ def test_close_during_a_reconnect_ends_the_reading_thread():
         reader.start()
         while not read:
             time.sleep(0.01)
+        assert source.status() == ""  # frames are coming
         server.drop(down_s=60.0)
         while server.refused == 0:  # the source is retrying
             time.sleep(0.01)
+        # What the demo's window shows over the last frame meanwhile.
+        assert re.fullmatch(r"stream lost \d+ s ago: reconnecting \(gives up after 60 s\)", source.status())
         source.close()
         reader.join(timeout=10.0)
         assert not reader.is_alive()
+        assert source.status() == ""
 
 
 # --- a video file over HTTP: read like a file, every frame -------------------------------------
