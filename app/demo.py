@@ -469,6 +469,8 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
             writer.close()  # every frame delivered is written; raises the writer's error, if any
     finally:
         stop.set()
+        if hasattr(source, "interrupt"):
+            source.interrupt()  # a stream reconnecting would keep the reader waiting up to its pause (4 s)
         for thread in threads:
             # The reader may be inside the source's read: it must be out before the source closes.
             # The inference thread touches neither the source nor the outputs: a frame it is still

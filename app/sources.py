@@ -171,6 +171,10 @@ class FrameSource:
     def _release(self) -> None:
         """Free what the source holds; called once, under the read lock."""
 
+    def interrupt(self) -> None:
+        """Ask a read in progress in another thread to end soon, ahead of close(): a stream waiting
+        to reconnect stops waiting. Nothing to do for the others (their read ends within a frame)."""
+
     def close(self) -> None:
         """Release the capture; safe to call twice and from another thread than the reader."""
         with self._lock:
@@ -506,6 +510,9 @@ class StreamSource(FrameSource):
 
     def _release(self) -> None:
         self._capture.release()
+
+    def interrupt(self) -> None:
+        self._cancel.set()  # _reconnect's pause ends at once; the reading thread then ends its iteration
 
     def close(self) -> None:
         """Like FrameSource.close, but never waits long: a connection attempt in progress (up to

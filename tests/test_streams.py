@@ -292,6 +292,63 @@ def test_close_during_a_reconnect_ends_the_reading_thread():
         assert source.status() == ""
 
 
+def test_quitting_the_demo_while_a_stream_reconnects_does_not_wait_for_the_reconnect(monkeypatch):
+    from app import demo
+    from app.pipeline import FrameResult
+
+    class Pipeline:
+        kalman = True
+        frames = 0
+
+        def process(self, image, want_heatmaps=False):
+            self.frames += 1
+            if self.frames == 5:
+                server.drop(down_s=60.0)  # the camera goes away for good
+            return FrameResult(people=[], detected=True, timings_ms={})
+
+        def reset(self):
+            pass
+
+    class Window:
+        """Closed by the user as soon as the window says the stream is reconnecting."""
+        closed_at = None
+
+        def __init__(self, name, size, screen):
+            pass
+
+        def show(self, image):
+            pass
+
+        def wait_key(self, delay_ms):
+            time.sleep(delay_ms / 1000)
+            return 255
+
+        def closed(self):
+            if Window.closed_at is None and source.status():
+                Window.closed_at = time.monotonic()
+            return Window.closed_at is not None
+
+        def resized(self):
+            return False
+
+        def drawing_size(self):
+            return (64, 48)
+
+        def destroy(self):
+            pass
+
+    monkeypatch.setattr(demo, "Window", Window)
+    monkeypatch.setattr(demo, "_draw", lambda *args, **kwargs: (None, np.zeros((48, 64, 3), np.uint8)))
+    settings = StreamSettings(open_timeout_s=3.0, read_timeout_s=2.0, reconnect_for_s=60.0, first_pause_s=2.0)
+    with MjpegServer(synthetic_jpegs(20), fps=50.0) as server:
+        source = open_source(server.url, stream=settings)
+        demo.run(demo.DemoOptions(source=server.url, progress=False), Pipeline(), source, show=True)
+        returned = time.monotonic() - Window.closed_at
+    # The reader was in a 2 s pause between connection attempts: the run ends without waiting for
+    # it (nor for the 1 s the demo would give the reader before closing the source under it).
+    assert returned < 0.5, f"the demo took {returned:.2f} s to return after the window closed"
+
+
 # --- a video file over HTTP: read like a file, every frame -------------------------------------
 
 def test_video_file_over_http_is_read_like_a_file(dancer_video):
