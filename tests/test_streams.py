@@ -10,8 +10,8 @@ The demo runs end to end as tests/test_demo.py runs it: a subprocess, headless, 
 import http.server
 import json
 import os
-import socket
 import re
+import socket
 import subprocess
 import threading
 import time

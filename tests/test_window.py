@@ -517,7 +517,8 @@ def test_the_window_shows_frames_while_the_offline_smoother_fills(demo, street_v
     time.sleep(0.3)
     # Measured: about 1,450 orange pixels with the note, 416 (the legend alone) on the written frames.
     legend_alone = orange(run.window_shot())
-    assert shown >= legend_alone + 200, f"no 'smoothing...' note on the first frame ({shown} against {legend_alone})"
+    assert shown >= legend_alone + 200, \
+        f"no 'smoothing...' note on the first frame ({shown} against {legend_alone})"
     run.key("q")
     code, seconds = run.wait_exit()
     # Printed, not asserted: a street frame takes seconds on a loaded 2-core machine, and the frames
