@@ -12,9 +12,9 @@ takes the timings both ways, alternated:
              the other (ONNX Runtime, then OpenVINO f32, then bf16)
   in turn    app.runtime.openvino_runner.time_calls: the fastest call of each, the runners called in
              turn after one warm-up call each, for at least 5 rounds and 2 s (at most 40 rounds)
-and the table gives, for each way, every runner's CPU ms a call over the repetitions (fastest,
-median, slowest, slowest/fastest), the bfloat16 speed-up it would print, and how often OpenVINO
-would be picked. The network has random weights (the time does not depend on the values), 256 x 192,
+and the table gives, for each way, the wall time it took (what it adds to a first start), every
+runner's CPU ms a call over the repetitions (fastest, median, slowest, slowest/fastest), the
+bfloat16 speed-up it would print, and how often OpenVINO would be picked. The network has random weights (the time does not depend on the values), 256 x 192,
 batch 1, the product's thread count.
 """
 
@@ -78,14 +78,17 @@ def main(argv: list[str] | None = None) -> None:
         if precision in native_precisions(cpu_flags()):
             runners[f"openvino-{precision}"] = OpenVinoRunner(graph, precision=precision, threads=threads)
     records = {"in a row": [], "in turn": []}
+    seconds = {"in a row": [], "in turn": []}  # wall time each way took: what it adds to a first start
     for repetition in range(args.repetitions):
         ways = [("in a row", in_a_row), ("in turn", time_calls)]
         for way, measure in ways if repetition % 2 == 0 else ways[::-1]:
+            start = time.perf_counter()
             records[way].append(measure(runners))
+            seconds[way].append(time.perf_counter() - start)
     print(f"{args.model}, batch 1, {threads} threads, {args.repetitions} repetitions; {cpu_model()}")
     print(f"  {'CPU ms a call':<18} {'fastest':>7} {'median':>7} {'slowest':>7} {'slow/fast':>8}")
     for way, way_records in records.items():
-        print(way)
+        print(f"{way}: {min(seconds[way]):.2f}-{max(seconds[way]):.2f} s of wall time each")
         print("\n".join(summary(way_records, list(runners))))
 
 

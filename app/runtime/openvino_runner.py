@@ -161,12 +161,12 @@ def time_calls(runners: dict, rounds: int = 5, min_seconds: float = 2.0, max_rou
 
     CPU time, not wall time: the demo runs its reader, detector and drawing threads on the same
     cores as the model, so what a call leaves to them decides the frame rate. The fastest call, in
-    turn, for two seconds, because CPU time moves too on a shared machine: the same ONNX Runtime call
-    took 114 to 205 CPU ms from one second to the next here (R50, batch 1, 2-core EPYC), and the
-    median of five calls in a row, one runner after the other, once recorded bfloat16 at 1.0x
-    float32 where it runs 1.9x (docs/benchmarks.md, "--runtime auto's timings"). A busy moment only
-    adds time, so the fastest call is the least disturbed one; in turn, a busy second falls on every
-    runner alike; two seconds outlast most such moments, also for a small network.
+    turn, for two seconds, because CPU time moves too on a shared machine: the median of five calls
+    in a row, one runner after the other, spread by up to 1.9x over repeated timings here and once
+    recorded bfloat16 at 1.0x float32 where it runs 1.9x (docs/benchmarks.md, "--runtime auto's
+    timings": 1.07-1.24x this way). A busy moment only adds time, so the fastest call is the least
+    disturbed one; in turn, a busy second falls on every runner alike; two seconds outlast most such
+    moments, also for a small network.
     """
     batches = {name: np.random.default_rng(0).standard_normal((batch_size, *runner.input_size, 3)).astype(np.float32)
                for name, runner in runners.items()}
