@@ -194,10 +194,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+class LowerCaseLevelFormatter(logging.Formatter):
+    """Log lines as `warning: ...`, `info: ...`: the level in lower case, like the lines the demo prints."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     stop_on_signals()  # SIGTERM and SIGHUP close the outputs as Ctrl-C does
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    # "warning: ..." as the demo's own lines and "error: ..." print it (logging's names are upper case).
+    handler = logging.StreamHandler()
+    handler.setFormatter(LowerCaseLevelFormatter("%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler])
     return run_command(lambda: _run(args), args.debug, hard_exit_on_interrupt=True)
 
 

@@ -61,8 +61,11 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
 import run_demo  # noqa: E402
-from app.errors import DetectorError, Stopped, interrupt_exit_code  # noqa: E402
+from app.errors import DetectorError, MissingWeightsError, Stopped, interrupt_exit_code  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,6 +154,19 @@ def test_a_file_that_is_no_video_is_one_line_without_ffmpegs_own(tmp_path):
     assert completed.stderr == "error: cannot decode video notes.mp4: not a video OpenCV can read, or empty\n"
     debug = run_demo_quickly(tmp_path, "--source", "notes.mp4", "--debug")
     assert "moov atom not found" in debug.stderr  # --debug keeps it
+
+
+def test_logged_warnings_read_like_the_demos_own_lines(tmp_path):
+    """A warning from a module's logger reads "warning: ...", as the lines the demo prints and "error: ..."."""
+    ok, jpeg = cv2.imencode(".jpg", np.full((40, 30, 3), 128, np.uint8))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(jpeg.tobytes()[:-2])  # no end marker: cut short
+    (tmp_path / "photos" / "b.jpg").write_bytes(jpeg.tobytes())
+    completed = run_demo_quickly(tmp_path, "--source", "photos", "--weights", "none.weights.h5")
+    assert completed.returncode == MissingWeightsError.exit_code, completed.stderr
+    lines = completed.stderr.splitlines()
+    assert lines[0] == f"warning: skipping {Path('photos') / 'a.jpg'}: the JPEG is cut short or damaged"
+    assert lines[1].startswith("error: no pose weights at none.weights.h5") and len(lines) == 2
 
 
 def test_a_missing_source_is_named_even_when_weights_are_missing(tmp_path):
