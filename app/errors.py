@@ -77,10 +77,15 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+def stop_signals() -> tuple[int, ...]:
+    """SIGTERM and SIGHUP where the platform has them: Windows has no SIGHUP (nor a terminal's hang-up)."""
+    return tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def _raise_stopped(signum, frame) -> None:
     # A second SIGTERM (systemd sends one to every process of the group) must not cut the closing
     # of the outputs short: from now on both are ignored.
-    for other in (signal.SIGTERM, signal.SIGHUP):
+    for other in stop_signals():
         signal.signal(other, signal.SIG_IGN)
     raise Stopped(signum)
 
@@ -89,7 +94,7 @@ def stop_on_signals() -> None:
     """SIGTERM (service managers, containers, `kill`) and SIGHUP (the terminal closed) raise
     Stopped in the main thread, as SIGINT raises KeyboardInterrupt. A signal the parent set to be
     ignored (`nohup` ignores SIGHUP) stays ignored. Call from the main thread."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in stop_signals():
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _raise_stopped)
 

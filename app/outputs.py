@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from os import PathLike
 from pathlib import Path
@@ -65,10 +66,15 @@ X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23"}
 def _lock(path: Path) -> int:
     """Opens `path` for writing without truncating it and takes an exclusive advisory lock (flock),
     held until the returned descriptor is closed (by the kernel too, when the process dies).
-    OutputError when another run holds it: two runs writing one file would leave neither whole."""
-    import fcntl
-
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    OutputError when another run holds it: two runs writing one file would leave neither whole.
+    Windows has no flock: there the file is opened without a lock (a second run is not stopped)."""
+    # O_BINARY (Windows only, 0 elsewhere): JsonOutput writes at byte offsets, and a descriptor
+    # opened in text mode would turn each "\n" into "\r\n" behind them.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        import fcntl
+    except ImportError:
+        return descriptor
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -79,9 +85,12 @@ def _lock(path: Path) -> int:
 
 
 def in_use(path: Path) -> bool:
-    """Whether another run holds `path`'s lock (_lock) now; takes no lock itself."""
-    import fcntl
-
+    """Whether another run holds `path`'s lock (_lock) now; takes no lock itself. False where there
+    are no such locks (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
@@ -97,12 +106,12 @@ def in_use(path: Path) -> bool:
 
 def check_space(path: Path, frames: int, upcoming: int, per_frame: int = RESERVE_PER_FRAME) -> None:
     """OutputError "disk full" when the disk of `path` has less than `upcoming` bytes (the next
-    write) plus the reserve to close `path` whole after `frames` frames. One statvfs call."""
+    write) plus the reserve to close `path` whole after `frames` frames. One statvfs call (on
+    Windows GetDiskFreeSpaceEx), through shutil.disk_usage."""
     try:
-        stats = os.statvfs(path.parent)
+        free = shutil.disk_usage(path.parent).free
     except OSError:
         return  # the write itself will tell
-    free = stats.f_bavail * stats.f_frsize
     if free < upcoming + RESERVE_BYTES + per_frame * frames:
         import errno
 

@@ -81,6 +81,26 @@ def test_sigterm_and_sighup_map_to_143_and_129(capsys):
         assert capsys.readouterr().err == f"stopped by {signal.Signals(signum).name}\n"
 
 
+def test_a_platform_without_sighup_still_stops_on_sigterm(monkeypatch):
+    """Windows has SIGTERM but no SIGHUP: stop_on_signals must not fail there (it ran first in
+    run_demo.main, so the demo could not start at all)."""
+    import signal
+
+    from app.errors import _raise_stopped, stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.delattr(signal, "SIGHUP")
+    try:
+        stop_on_signals()
+        assert signal.getsignal(signal.SIGTERM) is _raise_stopped
+        with pytest.raises(Stopped) as stopped:
+            _raise_stopped(signal.SIGTERM, None)
+        assert stopped.value.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # a second SIGTERM cannot cut the closing short
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--max-frames", "0"], "--max-frames: must be 1 or more, got 0"),
     (["--max-frames", "-5"], "--max-frames: must be 1 or more, got -5"),

@@ -182,6 +182,50 @@ def test_json_parses_after_every_frame_without_close(tmp_path):
     assert json.loads(path.read_text()) == document
 
 
+def test_outputs_write_where_there_is_no_flock_nor_statvfs(tmp_path, monkeypatch):
+    """Windows has neither fcntl nor os.statvfs: the outputs are written there without a lock, the
+    free space comes from shutil.disk_usage, and the JSON's descriptor is opened in binary mode
+    (O_BINARY), since JsonOutput writes at byte offsets that "\n" -> "\r\n" would shift."""
+    import shutil
+
+    from app import outputs
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError
+    monkeypatch.delattr(os, "statvfs")
+    monkeypatch.setattr(os, "O_BINARY", 0x40000000, raising=False)  # no flag Linux knows of at that bit
+    opened, real_open = [], os.open
+    monkeypatch.setattr(os, "open", lambda path, flags, *rest: opened.append((Path(path).name, flags))
+                        or real_open(path, flags & ~0x40000000, *rest))
+    free = [10 ** 9]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2 * 10 ** 9, 0, free[0]))
+
+    path = tmp_path / "out.json"
+    with JsonOutput(path, source="clip.mp4", fps=25.0) as output:
+        for i in range(3):
+            output.write_frame(i, i / 25, people(2))
+        assert not outputs.in_use(path)
+        free[0] = 1000  # below the reserve: the next frame stops with "disk full", the file stays whole
+        with pytest.raises(OutputError, match="^disk full: "):
+            output.write_frame(3, 3 / 25, people(2))
+    assert [f["frame"] for f in json.loads(path.read_text())["frames"]] == [0, 1, 2]
+    assert opened[0] == ("out.json", os.O_WRONLY | os.O_CREAT | 0x40000000)
+
+    free[0] = 10 ** 9
+    with VideoOutput(tmp_path / "out.mp4", fps=10) as video:
+        for level in (0, 40, 80):
+            video.write(gray(level))
+    frames, _, _ = read_back(tmp_path / "out.mp4")
+    assert len(frames) == 3 and ("out.mp4", os.O_WRONLY | os.O_CREAT | 0x40000000) in opened
+
+    # The weights converter's own check (python -m app.weights convert / download).
+    from app.weights.conversion import _check_space
+
+    free[0] = 3 << 20
+    _check_space(tmp_path / "w.weights.h5", 10 ** 6)  # 1 MB of weights fit in 3 MiB
+    with pytest.raises(OutputError, match="^disk full: .* needs about 5 MiB and .* has 3 MiB free"):
+        _check_space(tmp_path / "w.weights.h5", 4 * 10 ** 6)
+
+
 def test_json_person_layout_rounding_and_nan(tmp_path):
     person = people(1, track=False)[0]
     person["keypoints"][9:11] = [float("nan"), np.float32("nan")]  # joint 3 lost

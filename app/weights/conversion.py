@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -128,10 +128,9 @@ def _check_space(dst: Path, weight_bytes: int) -> None:
     """OutputError "disk full" when dst's disk cannot hold `weight_bytes` plus HDF5's overhead."""
     folder = dst.parent if dst.parent.is_dir() else Path(".")
     try:
-        stats = os.statvfs(folder)
+        free = shutil.disk_usage(folder).free  # statvfs's f_bavail * f_frsize; Windows has no statvfs
     except OSError:
         return
-    free = stats.f_bavail * stats.f_frsize
     needed = int(weight_bytes * 1.1) + (1 << 20)
     if free < needed:
         raise OutputError(f"disk full: {dst} needs about {needed // (1 << 20)} MiB and {folder} has "
