@@ -29,7 +29,9 @@ def native_noise_filtered(enabled: bool = True):
     """While active, lines written to file descriptor 2 (by C++ libraries too, which sys.stderr
     cannot catch) go through a pipe; a thread forwards every line that is not `_NATIVE_NOISE` to
     the real stderr as it comes, so nothing else is delayed or lost."""
-    if not enabled:
+    # Not on Windows: there sys.stderr on a console writes with WriteConsoleW to the handle behind
+    # descriptor 2, which would then be the pipe ("The handle is invalid"); the noise is shown instead.
+    if not enabled or sys.platform == "win32":
         yield
         return
     sys.stderr.flush()

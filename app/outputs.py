@@ -147,7 +147,8 @@ def check_output_path(path: str | PathLike, overwrite: bool = False) -> Path:
                 raise OutputError(f"{ancestor} is a file, not a folder; choose another output path")
         raise OutputError(f"folder {folder} does not exist; create it or choose another output path")
     try:
-        longest = os.pathconf(folder, "PC_NAME_MAX")
+        # (os.pathconf is POSIX only: on Windows, NTFS's 255 characters)
+        longest = os.pathconf(folder, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     except (OSError, ValueError):
         longest = 255
     if len(os.fsencode(path.name)) > longest:

@@ -101,6 +101,25 @@ def test_a_platform_without_sighup_still_stops_on_sigterm(monkeypatch):
         signal.signal(signal.SIGTERM, before)
 
 
+def test_the_start_up_noise_filter_leaves_stderr_alone_on_windows(monkeypatch):
+    """The filter points descriptor 2 at a pipe. On Windows a console's sys.stderr writes with
+    WriteConsoleW to the handle behind descriptor 2, which would then be the pipe: every start-up
+    line would raise there, so the filter stays off on Windows."""
+    from app.native_noise import native_noise_filtered
+
+    def stderr_file():
+        status = os.fstat(2)
+        return status.st_dev, status.st_ino
+
+    before = stderr_file()
+    with native_noise_filtered():
+        assert stderr_file() != before  # here (Linux): the pipe
+    monkeypatch.setattr(sys, "platform", "win32")
+    with native_noise_filtered():
+        assert stderr_file() == before
+    assert stderr_file() == before
+
+
 @pytest.mark.parametrize("args, message", [
     (["--max-frames", "0"], "--max-frames: must be 1 or more, got 0"),
     (["--max-frames", "-5"], "--max-frames: must be 1 or more, got -5"),

@@ -3,6 +3,7 @@ the compiled-model cache, the fallbacks, and the choices as pure functions of CP
 
 import json
 import sys
+import time
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ from app.runtime import (
     KerasRunner, OnnxRunner, OpenVinoRunner, bf16_hint, cpu_flags, cpu_precision, load_runner,
     native_precisions, parse_precision, pick_cpu_runtime, requested_precision, resolve_runtime, runner_from_model,
 )
-from app.runtime.openvino_runner import CACHE_MAGIC, time_calls
+from app.runtime.openvino_runner import CACHE_MAGIC, time_calls, timing_clock
 from models.mobilenet_v2 import build_pose_mobilenet_v2
 from models.simple_baseline import build_simple_baseline
 from test_runtime import converted_r50, normalised_batch, randomize_batch_norms
@@ -150,7 +151,7 @@ def test_compiled_model_is_cached_and_a_damaged_cache_is_rebuilt(converted, monk
 
 
 @needs_openvino
-def test_runtime_auto_follows_the_timings_kept_beside_the_weights(converted):
+def test_runtime_auto_follows_the_timings_kept_beside_the_weights(converted, monkeypatch):
     weights, batch, expected = converted
     record = weights.with_name("pose.cpu-speed.json")
     first = load_runner(weights, runtime="auto", device="cpu", threads=2)  # times both, keeps the timings
@@ -178,6 +179,11 @@ def test_runtime_auto_follows_the_timings_kept_beside_the_weights(converted):
         assert faster.notes[1].startswith("this CPU runs bfloat16 natively (")
         assert "--precision bf16 --runtime openvino (2.0x faster than float32, measured here)" in faster.notes[1]
     assert relative_error(faster(batch), expected) <= 1e-5
+
+    # On Windows the calls are timed in wall time (timing_clock), and the line says "ms", not "CPU ms".
+    monkeypatch.setattr(runtime, "timing_clock", lambda: (time.perf_counter, "ms"))
+    assert load_runner(weights, runtime="auto", device="cpu", threads=2).notes[0].startswith(
+        "--runtime auto: OpenVINO, 10 ms a call against ONNX Runtime's 12 for this network")
 
     # An explicit float32 runtime names bf16 too, with the speed-up measured here (when it was).
     explicit = load_runner(weights, runtime="onnx", threads=2)
@@ -287,6 +293,26 @@ def test_time_calls_takes_the_runners_in_turn_and_keeps_each_ones_fastest_call()
     # (The median of each one's five calls would say 120 and 106: it moves with how many calls a
     # busy moment hits; the fastest call does not.)
     assert pick_cpu_runtime(ms["onnx"], ms["openvino-float32"]) == "openvino"
+
+
+def test_calls_are_timed_in_cpu_time_except_on_windows(monkeypatch):
+    """Windows counts a process's CPU time in scheduler ticks (about 15.6 ms, as long as a call of
+    a small network): the fastest call would be 0 or a whole tick. There the calls take wall time."""
+    assert timing_clock("win32") == (time.perf_counter, "ms")
+    assert timing_clock("linux") == (time.process_time, "CPU ms") == timing_clock("darwin")
+    # time_calls without a clock takes timing_clock's.
+    from app.runtime import openvino_runner
+
+    ticks = iter(range(100))
+    monkeypatch.setattr(openvino_runner, "timing_clock", lambda: (lambda: next(ticks) * 0.004, "ms"))
+
+    class Instant:
+        input_size = (8, 6)
+
+        def __call__(self, batch):
+            pass
+
+    assert time_calls({"a": Instant()}, rounds=3, min_seconds=0) == {"a": pytest.approx(4.0)}
 
 
 @pytest.mark.parametrize("rounds, min_seconds, max_rounds, expected_rounds", [

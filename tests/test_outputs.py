@@ -183,7 +183,7 @@ def test_json_parses_after_every_frame_without_close(tmp_path):
 
 
 def test_outputs_write_where_there_is_no_flock_nor_statvfs(tmp_path, monkeypatch):
-    """Windows has neither fcntl nor os.statvfs: the outputs are written there without a lock, the
+    """Windows has neither fcntl nor os.statvfs nor os.pathconf: the outputs are written there without a lock, the
     free space comes from shutil.disk_usage, and the JSON's descriptor is opened in binary mode
     (O_BINARY), since JsonOutput writes at byte offsets that "\n" -> "\r\n" would shift."""
     import shutil
@@ -192,6 +192,10 @@ def test_outputs_write_where_there_is_no_flock_nor_statvfs(tmp_path, monkeypatch
 
     monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError
     monkeypatch.delattr(os, "statvfs")
+    monkeypatch.delattr(os, "pathconf")
+    check_output_path(tmp_path / "out.json")
+    with pytest.raises(OutputError, match=r"is 300 bytes long; this file system allows 255"):
+        check_output_path(tmp_path / ("x" * 295 + ".json"))
     monkeypatch.setattr(os, "O_BINARY", 0x40000000, raising=False)  # no flag Linux knows of at that bit
     opened, real_open = [], os.open
     monkeypatch.setattr(os, "open", lambda path, flags, *rest: opened.append((Path(path).name, flags))

@@ -43,7 +43,7 @@ from app.runtime.onnx_runner import (  # noqa: F401
 )
 from app.runtime.openvino_runner import (  # noqa: F401
     TIMING_METHOD, OpenVinoRunner, load_cached, openvino_cache_key, openvino_cache_path, openvino_version, read_speed,
-    save_cached, speed_path, time_calls, write_speed,
+    save_cached, speed_path, time_calls, timing_clock, write_speed,
 )
 from app.runtime.precision import (  # noqa: F401
     PRECISIONS, bf16_hint, cpu_flags, cpu_precision, machine_signature, native_precisions, parse_precision,
@@ -285,12 +285,13 @@ def _auto_cpu_runner(graph: _GraphCache, requested: str, threads: int, flags, ke
         except OSError:
             pass  # measured again next start: slower to start, nothing lost
     notes = [note] if note else []
+    _, unit = timing_clock()
     if precision == "float32" and pick_cpu_runtime(ms["onnx"], ms["openvino-float32"]) == "onnx":
         runner = graph.onnx_runner or OnnxRunner(graph.source(), threads=threads)
-        runner.notes = notes + [f"--runtime auto: ONNX Runtime, {ms['onnx']:.0f} CPU ms a call against OpenVINO's "
+        runner.notes = notes + [f"--runtime auto: ONNX Runtime, {ms['onnx']:.0f} {unit} a call against OpenVINO's "
                                 f"{ms['openvino-float32']:.0f} for this network (measured here, {record.name})"]
         return runner
-    ov_runner.notes = notes + [f"--runtime auto: OpenVINO, {ms['openvino-float32']:.0f} CPU ms a call against ONNX "
+    ov_runner.notes = notes + [f"--runtime auto: OpenVINO, {ms['openvino-float32']:.0f} {unit} a call against ONNX "
                                f"Runtime's {ms['onnx']:.0f} for this network (float32, measured here, {record.name})"]
     hint = bf16_hint(flags, ov_runner.precision, ms["openvino-float32"], ms.get("openvino-bfloat16"))
     if hint:

@@ -11,6 +11,7 @@ why float32 is always asked for explicitly here): see docs/benchmarks.md, "OpenV
 
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -146,18 +147,25 @@ def save_cached(runner: OpenVinoRunner, cache: Path, key: str) -> None:
 
 # --- timing for --runtime auto and the bf16 hint ----------------------------------------------------
 
+def timing_clock(platform: str = sys.platform) -> tuple[object, str]:
+    """(clock, unit) the calls are timed with: the process's CPU time ("CPU ms"), except on Windows,
+    which counts it in scheduler ticks (GetProcessTimes: about 15.6 ms, as long as a whole call of
+    a small network), so there wall time ("ms")."""
+    return (time.perf_counter, "ms") if platform == "win32" else (time.process_time, "CPU ms")
+
+
 # How the timings below are taken (part of their record's key: a record taken another way is taken again).
-TIMING_METHOD = "fastest call of 5-40 over 2 s, runners in turn"
+TIMING_METHOD = "fastest call of 5-40 over 2 s, runners in turn" + (" (wall time)" if sys.platform == "win32" else "")
 
 
 def time_calls(runners: dict, rounds: int = 5, min_seconds: float = 2.0, max_rounds: int = 40,
-               batch_size: int = 1, clock=time.process_time, wall=time.perf_counter) -> dict[str, float]:
+               batch_size: int = 1, clock=None, wall=time.perf_counter) -> dict[str, float]:
     """{name: CPU ms one call of that runner costs this process (all its threads)}: the fastest call
     of each, the runners called in turn (a, b, c, a, b, c, ...) after one warm-up call each, on one
     random batch (batch_size, H, W, 3) float32; at least `rounds` rounds, and more until min_seconds
     of wall time have gone (at most max_rounds). Two or three seconds at the first start, once per
     weights and machine (load_runner keeps the result). clock, wall: CPU and wall seconds (tests
-    pass their own).
+    pass their own); clock None: timing_clock()'s (wall time on Windows).
 
     CPU time, not wall time: the demo runs its reader, detector and drawing threads on the same
     cores as the model, so what a call leaves to them decides the frame rate. The fastest call, in
@@ -168,6 +176,7 @@ def time_calls(runners: dict, rounds: int = 5, min_seconds: float = 2.0, max_rou
     disturbed one; in turn, a busy second falls on every runner alike; two seconds outlast most such
     moments, also for a small network.
     """
+    clock = clock or timing_clock()[0]
     batches = {name: np.random.default_rng(0).standard_normal((batch_size, *runner.input_size, 3)).astype(np.float32)
                for name, runner in runners.items()}
     for name, runner in runners.items():
