@@ -370,6 +370,22 @@ def test_weights_without_sidecar_or_damaged_raise_weights_error(converted, tmp_p
         weights.load_pose_model(lone)
 
 
+def test_a_folder_in_place_of_the_sidecar_is_named_as_one(tmp_path, monkeypatch):
+    """Reading a folder raises IsADirectoryError on Linux and macOS, PermissionError on Windows:
+    both read "... is a folder", not "cannot read ... (Permission denied)"."""
+    lone = tmp_path / "lone.weights.h5"
+    weights.sidecar_path(lone).mkdir()
+    with pytest.raises(WeightsError, match=r"lone\.json is a folder, not the weights description"):
+        weights.read_sidecar(lone)
+
+    def as_windows(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "read_text", as_windows)
+    with pytest.raises(WeightsError, match=r"lone\.json is a folder, not the weights description"):
+        weights.read_sidecar(lone)
+
+
 def test_missing_weights_name_both_commands(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     assert weights.default_weights_path() is None

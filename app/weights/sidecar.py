@@ -37,12 +37,12 @@ def read_sidecar(weights_path: Path) -> dict:
             raise ValueError(f"input_size {height}x{width}: {problem}")
     except FileNotFoundError:
         raise WeightsError(f"{path} is missing, so {weights_path} cannot be built; convert again: {CONVERT_HINT}") from None
-    except IsADirectoryError:
-        raise WeightsError(f"{path} is a folder, not the weights description; convert again: {CONVERT_HINT}") from None
     except (ValueError, KeyError, TypeError, OverflowError) as error:  # json.JSONDecodeError is a ValueError
         reason = f"no {error}" if isinstance(error, KeyError) else str(error)
         raise WeightsError(f"{path} is not a valid weights description ({reason}); convert again: {CONVERT_HINT}") from None
     except OSError as error:
+        if path.is_dir():  # IsADirectoryError; on Windows a PermissionError
+            raise WeightsError(f"{path} is a folder, not the weights description; convert again: {CONVERT_HINT}") from None
         raise WeightsError(f"cannot read {path} ({error.strerror or error}); convert again: {CONVERT_HINT}") from None
     return {**info, **network, "num_joints": joints, "input_size": (height, width)}
 
