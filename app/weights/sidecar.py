@@ -42,7 +42,8 @@ def read_sidecar(weights_path: Path) -> dict:
         raise WeightsError(f"{path} is not a valid weights description ({reason}); convert again: {CONVERT_HINT}") from None
     except OSError as error:
         if path.is_dir():  # IsADirectoryError; on Windows a PermissionError
-            raise WeightsError(f"{path} is a folder, not the weights description; convert again: {CONVERT_HINT}") from None
+            raise WeightsError(f"{path} is a folder, not the weights description; "
+                               f"convert again: {CONVERT_HINT}") from None
         raise WeightsError(f"cannot read {path} ({error.strerror or error}); convert again: {CONVERT_HINT}") from None
     return {**info, **network, "num_joints": joints, "input_size": (height, width)}
 
