@@ -200,6 +200,22 @@ def test_auto_picks_a_cpu_runtime_without_gpu_and_keras_on_mps(small_model, monk
     assert isinstance(runner_from_model(small_model, "keras"), KerasRunner)
 
 
+def test_keras_on_a_cpu_runs_float32_where_a_lower_precision_would_be_emulated(small_model, monkeypatch):
+    """--runtime keras --half (or --precision f16/bf16) on a CPU: as the other CPU runtimes, float32
+    and one line where the CPU has no such arithmetic (it ran float16 emulated, silently); a
+    precision the CPU has runs; a GPU keeps its float16."""
+    monkeypatch.setattr(runtime, "keras_device", lambda: "cpu")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))  # no fp16
+    f16 = runner_from_model(small_model, "keras", half=True)
+    assert f16.precision == "float32"
+    assert f16.notes == ["--precision f16: this CPU has no avx512_fp16 or amx_fp16, so float16 would be "
+                         "emulated (slower than float32); running float32"]
+    bf16 = runner_from_model(small_model, "keras", precision="bf16")
+    assert bf16.precision == "bfloat16" and bf16.notes == []
+    monkeypatch.setattr(runtime, "keras_device", lambda: "mps")
+    assert runner_from_model(small_model, "keras", half=True).precision == "float16"
+
+
 def test_gpu_visible_agrees_with_the_backend():
     if keras.backend.backend() != "tensorflow":
         pytest.skip("checked against TensorFlow's device list")

@@ -164,8 +164,13 @@ def load_runner(weights: str | Path | None = None, runtime: str = "auto", thread
 def _keras_runner(model: keras.Model, requested: str) -> KerasRunner:
     from app.runtime.keras_runner import KerasRunner
 
-    runner = KerasRunner(model, precision="float32" if requested == "auto" else requested)
-    runner.notes = []
+    precision, note = ("float32" if requested == "auto" else requested), ""
+    if precision != "float32" and keras_device() == "cpu":
+        # As on the other CPU runtimes: a precision this CPU would only emulate is slower than
+        # float32, not faster, so it runs float32 and says so.
+        precision, note = cpu_precision(requested, cpu_flags(), "keras")
+    runner = KerasRunner(model, precision=precision)
+    runner.notes = [note] if note else []
     return runner
 
 

@@ -74,8 +74,8 @@ def native_flag(precision: str, flags) -> str | None:
 def cpu_precision(requested: str, flags, runtime: str) -> tuple[str, str]:
     """What a CPU runner runs for `requested` ("auto" or a long name): (precision, note).
 
-    runtime: "openvino" (float32, bfloat16 and float16 kernels) or "onnx" (ONNX Runtime's CPU
-    kernels are float32 only). note: "" or one line for the user when the request is not honoured.
+    runtime: "openvino" or "keras" (float32, bfloat16 and float16 kernels) or "onnx" (ONNX Runtime's
+    CPU kernels are float32 only). note: "" or one line for the user when the request is not honoured.
     """
     requested = parse_precision(requested)
     if requested in ("auto", "float32"):
@@ -85,7 +85,7 @@ def cpu_precision(requested: str, flags, runtime: str) -> tuple[str, str]:
         wanted = " or ".join(NATIVE_FLAGS[requested][:2])
         return "float32", (f"--precision {short}: this CPU has no {wanted}, so {requested} would be emulated "
                            f"(slower than float32); running float32")
-    if runtime != "openvino":
+    if runtime == "onnx":
         return "float32", (f"--precision {short}: ONNX Runtime runs float32 only on the CPU; "
                            f"--runtime openvino runs {requested}; running float32")
     return requested, ""
