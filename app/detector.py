@@ -233,6 +233,15 @@ class PersonDetector:
             LOGGER.setLevel(level)
         if Path(config.model).suffix.lower() == ".tflite":
             self.precision = _litert_precision(self._model, self.precision)
+        # (H, W) it really runs at: an export with a fixed input (a .tflite, an .onnx or OpenVINO
+        # export made without dynamic shapes) runs at its own size whatever imgsz asks, and
+        # Ultralytics says nothing; the start-up line does.
+        size = getattr(getattr(self._model, "predictor", None), "imgsz", None) or config.imgsz
+        self.input_size = tuple(int(v) for v in (size if isinstance(size, (list, tuple)) else (size, size)))
+        if self.input_size != (config.imgsz, config.imgsz):
+            height, width = self.input_size
+            fixed = f"input fixed at {height}x{width}: --detector-size {config.imgsz} does not apply"
+            self.note = f"{self.note}; {fixed}" if self.note else fixed
         names = getattr(self._model, "names", None) or {}
         if names.get(PERSON_CLASS, "person") != "person":
             log.warning("detector %s calls class 0 %r, not 'person'; its boxes may not be people",

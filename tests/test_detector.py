@@ -171,6 +171,19 @@ def test_an_upper_body_box_inside_the_whole_person_is_merged_into_it():
     np.testing.assert_allclose(scores, [0.9, 0.53, 0.4])  # the whole person inherits the higher score
 
 
+def test_a_detector_with_a_fixed_input_says_that_detector_size_does_not_apply(detector, detector_path):
+    """The shared LiteRT detector takes 640 x 640 only: Ultralytics runs it at that size whatever imgsz
+    asks, silently; the start-up line's note says so (and the boxes are those of 640)."""
+    assert detector.input_size == (640, 640) and "fixed" not in detector.note
+    small = PersonDetector(DetectorConfig(model=str(detector_path), imgsz=320))
+    assert small.input_size == (640, 640)
+    assert small.note.endswith("input fixed at 640x640: --detector-size 320 does not apply")
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[100:400, 250:350] = 200
+    for a, b in zip(small.detect(frame), detector.detect(frame)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_litert_asked_for_a_gpu_runs_on_the_cpu_and_says_so(detector, detector_path, dancer_video):
     # No GPU here: were the device passed on to Ultralytics, select_device("cuda:0") would raise.
     on_gpu = PersonDetector(DetectorConfig(model=str(detector_path), device="cuda:0", half=True))
