@@ -76,10 +76,13 @@ class DemoOptions:
 
 
 
-def person_json(person) -> dict:
-    """One tracked person in the JSON output's format (app.outputs), with its visible flags."""
+def person_json(person, threshold: float) -> dict:
+    """One tracked person in the JSON output's format (app.outputs), with its visible flags: the
+    joints drawn. With Kalman on, those the filter holds (Person.visible); off, the raw keypoints
+    scoring at least `threshold` (--threshold), as app.views draws them."""
     record = person_record(person.box, person.box_score, person.keypoints, person.scores, person.track_id)
-    record["visible"] = [bool(v) for v in person.visible]
+    visible = person.visible if person.kalman else np.asarray(person.scores) >= threshold
+    record["visible"] = [bool(v) for v in visible]
     return record
 
 
@@ -378,7 +381,7 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
         if images is not None:
             images.write(recorded, frame.name)
         if json_out is not None:
-            json_out.write_frame(frame.index, frame.timestamp_s, [person_json(p) for p in result.people])
+            json_out.write_frame(frame.index, frame.timestamp_s, [person_json(p, options.threshold) for p in result.people])
 
     writer = OutputWriter(write) if recording or json_out is not None else None
 

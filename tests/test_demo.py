@@ -546,3 +546,21 @@ def test_an_error_in_the_writer_is_the_usual_one_line_error_with_the_outputs_clo
     assert closed == [True]
     document = json.loads((tmp_path / "out.json").read_text())  # a whole document
     assert [f["frame"] for f in document["frames"]] == list(range(len(document["frames"])))
+
+
+def test_the_jsons_visible_flags_are_the_joints_drawn():
+    """Kalman on: the joints the filter holds (drawn whatever this frame's score); off: the raw
+    joints scoring at least --threshold, as app.views draws them (they followed the filter even
+    with Kalman off, so --threshold 0 drew joints the JSON called not visible)."""
+    scores = np.array([0.05, 0.2, 0.3, 0.9] + [0.0] * 13, np.float32)
+    held = np.array([False, True, True, True] + [False] * 13)
+    person = Person(track_id=3, box=np.array([0, 0, 10, 20], np.float32), box_score=0.8,
+                    raw_keypoints=np.zeros((17, 2), np.float32), smoothed_keypoints=np.ones((17, 2), np.float32),
+                    scores=scores, visible=held, kalman=True)
+    assert demo_module.person_json(person, 0.3)["visible"] == held.tolist()
+    assert demo_module.person_json(person, 0.0)["visible"] == held.tolist()  # the filter decides
+    person.kalman = False
+    assert demo_module.person_json(person, 0.3)["visible"][:4] == [False, False, True, True]
+    assert demo_module.person_json(person, 0.0)["visible"] == [True] * 17
+    assert demo_module.person_json(person, 1.0)["visible"] == [False] * 17
+    assert demo_module.person_json(person, 0.3)["keypoints"][:3] == [0.0, 0.0, pytest.approx(0.05)]  # raw ones
