@@ -381,7 +381,8 @@ def run(options: DemoOptions, pipeline: PosePipeline, source, show: bool,
         if images is not None:
             images.write(recorded, frame.name)
         if json_out is not None:
-            json_out.write_frame(frame.index, frame.timestamp_s, [person_json(p, options.threshold) for p in result.people])
+            json_out.write_frame(frame.index, frame.timestamp_s,
+                                 [person_json(p, options.threshold) for p in result.people])
 
     writer = OutputWriter(write) if recording or json_out is not None else None
 

@@ -159,7 +159,7 @@ def soak(frames: int, width: int = 480, height: int = 480, max_people: int = 4, 
                 frame = scene.render()
                 result = pipeline.process(frame)
                 video.write(render(frame, result, state, pipeline.kalman, 25.0, 0.3))
-                json_out.write_frame(index, index / 25.0, [person_json(p) for p in result.people])
+                json_out.write_frame(index, index / 25.0, [person_json(p, 0.3) for p in result.people])
                 frame_ms.append((time.perf_counter() - start) * 1000)
                 sizes = pipeline.state_size()
                 max_tracks = max(max_tracks, sizes["tracks"])
