@@ -14,8 +14,8 @@ takes the timings both ways, alternated:
              turn after one warm-up call each, for at least 5 rounds and 2 s (at most 40 rounds)
 and the table gives, for each way, the wall time it took (what it adds to a first start), every
 runner's CPU ms a call over the repetitions (fastest, median, slowest, slowest/fastest), the
-bfloat16 speed-up it would print, and how often OpenVINO would be picked. The network has random weights (the time does not depend on the values), 256 x 192,
-batch 1, the product's thread count.
+bfloat16 speed-up it would print, and how often OpenVINO would be picked. The network has random
+weights (the time does not depend on the values), 256 x 192, batch 1, the product's thread count.
 """
 
 import argparse

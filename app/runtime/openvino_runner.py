@@ -155,7 +155,8 @@ def timing_clock(platform: str = sys.platform) -> tuple[object, str]:
 
 
 # How the timings below are taken (part of their record's key: a record taken another way is taken again).
-TIMING_METHOD = "fastest call of 5-40 over 2 s, runners in turn" + (" (wall time)" if sys.platform == "win32" else "")
+TIMING_METHOD = ("fastest call of 5-40 over 2 s, runners in turn"
+                 + ("" if timing_clock()[1] == "CPU ms" else " (wall time)"))
 
 
 def time_calls(runners: dict, rounds: int = 5, min_seconds: float = 2.0, max_rounds: int = 40,
