@@ -292,7 +292,8 @@ def e2e_row(model, video: str, detector: str, max_people: int, device: str, dete
     height, width = runner.input_size
     runs_on = startup_line(f"SimpleBaseline {height}x{width}", runner.engine, runner.device, runner.precision,
                            Path(detector).name, detector_model.device, detector_model.precision, detector_model.note)
-    label = f"{Path(video).stem}-{runner.device}-{runner.precision}-{Path(detector).stem}"
+    # The output file's name: "cuda:0" loses its colon, which names a data stream on NTFS (Windows).
+    label = f"{Path(video).stem}-{runner.device.replace(':', '')}-{runner.precision}-{Path(detector).stem}"
     row = run_threaded(pipeline, video, frames, out_dir, label)
     row.update(video=Path(video).name, max_people=max_people, runs_on=runs_on)
     return row
