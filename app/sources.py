@@ -528,20 +528,28 @@ class StreamSource(FrameSource):
 
 
 class ImageSource(FrameSource):
-    """One image file or a folder of images (sorted by name, not recursive); files that do not
-    decode are skipped with a warning."""
+    """One image file (folder=False) or a folder of images (sorted by name, not recursive): a
+    folder's files that do not decode are skipped with a warning; one image that does not is a
+    SourceError."""
 
     kind = "images"
 
-    def __init__(self, paths: list[Path], description: str, fps: float = DEFAULT_IMAGE_FPS):
+    def __init__(self, paths: list[Path], description: str, fps: float = DEFAULT_IMAGE_FPS, folder: bool = True):
         self._paths = list(paths)
-        first = None
-        while self._paths and first is None:
-            first = self._decode(self._paths[0])
+        if not folder:
+            # One image named on the command line: its failure is the run's error, in one line (a
+            # "skipping" warning would be followed by an error about the same file).
+            first, problem = self._decode_or_why(self._paths[0])
             if first is None:
-                self._paths.pop(0)
-        if first is None:
-            raise SourceError(f"no readable image in {description}; check the files")
+                raise SourceError(f"cannot read image {self._paths[0]}: {problem}; check the file")
+        else:
+            first = None
+            while self._paths and first is None:
+                first = self._decode(self._paths[0])
+                if first is None:
+                    self._paths.pop(0)
+            if first is None:
+                raise SourceError(f"no readable image in {description}; check the files")
         height, width = first.shape[:2]
         super().__init__(description, fps, (width, height), len(self._paths), is_live=False)
         self._next = 0
@@ -553,22 +561,27 @@ class ImageSource(FrameSource):
         return tuple(self._paths)
 
     @staticmethod
-    def _decode(path: Path) -> np.ndarray | None:
+    def _decode_or_why(path: Path) -> tuple[np.ndarray | None, str]:
+        """(uint8 BGR image (H, W, 3), "") or (None, why it cannot be read)."""
         # IMREAD_COLOR also applies the EXIF orientation of phone photos and maps gray, alpha and
         # 16-bit files to 8-bit BGR.
         try:
             data = path.read_bytes()
         except OSError as error:
-            log.warning("skipping %s: cannot read it (%s)", path, error.strerror)
-            return None
+            return None, f"cannot read it ({error.strerror})"
         # libjpeg decodes a JPEG cut short as far as it goes and fills the rest with grey ("Premature
         # end of JPEG file", without a file name): a JPEG must end with its EOI marker, FF D9.
         if path.suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-            log.warning("skipping %s: the JPEG is cut short or damaged", path)
-            return None
+            return None, "the JPEG is cut short or damaged"
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        return (image, "") if image is not None else (None, "not an image OpenCV can decode")
+
+    @classmethod
+    def _decode(cls, path: Path) -> np.ndarray | None:
+        """The image, or None after a "skipping" warning (a folder goes on with its other files)."""
+        image, problem = cls._decode_or_why(path)
         if image is None:
-            log.warning("skipping %s: not an image OpenCV can decode", path)
+            log.warning("skipping %s: %s", path, problem)
         return image
 
     def _read(self):
@@ -631,7 +644,7 @@ def open_source(spec: str | PathLike, *, camera_timeout_s: float = 5.0,
     if path.stat().st_size == 0:
         raise SourceError(f"{path} is an empty file (0 bytes)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageSource([path], str(path), image_fps)
+        return ImageSource([path], str(path), image_fps, folder=False)
     return VideoSource(path, capture_factory)
 
 

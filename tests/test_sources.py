@@ -91,6 +91,18 @@ def test_folder_of_only_corrupt_images_is_a_source_error(tmp_path):
         open_source(tmp_path)
 
 
+@pytest.mark.parametrize(("content", "why"), [
+    (b"\xff\xd8 broken jpeg", "the JPEG is cut short or damaged"),
+    (b"\xff\xd8 not a jpeg at all \xff\xd9", "not an image OpenCV can decode"),
+])
+def test_one_unreadable_image_is_one_error_naming_why_and_no_warning(tmp_path, caplog, content, why):
+    (tmp_path / "a.jpg").write_bytes(content)
+    with caplog.at_level("WARNING"), pytest.raises(SourceError) as error:
+        open_source(tmp_path / "a.jpg")
+    assert str(error.value) == f"cannot read image {tmp_path / 'a.jpg'}: {why}; check the file"
+    assert caplog.records == []  # not "skipping a.jpg" and then an error about the same file
+
+
 def test_errors_are_one_line(tmp_path):
     with pytest.raises(SourceError) as error:
         open_source(tmp_path / "nope.avi")
