@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torch_reference import Bottleneck, randomize_
+from torch_reference import Bottleneck, mmpose_checkpoint, randomize_
 
 STAGES = ((1, 2), (4, 3), (3, 4))  # (modules, branches) of stage 2, 3, 4
 
@@ -119,9 +119,8 @@ def randomized_hrnet(width: int = 32, num_joints: int = 17, seed: int = 0, input
     return randomize_(PoseHighResolutionNet(width, num_joints).eval(), seed, input_size)
 
 
-def save_mmpose(model: PoseHighResolutionNet, path: Path) -> Path:
-    """MMPose 0.x TopDown: {'meta', 'state_dict': {backbone.<same keys>, keypoint_head.final_layer.*}}."""
-    state = {(f"keypoint_head.{key}" if key.startswith("final_layer.") else f"backbone.{key}"): value
-             for key, value in model.state_dict().items()}
-    torch.save({"meta": {"epoch": 210, "mmcv_version": "1.1.5"}, "state_dict": state}, path)
+def save_mmpose(model: PoseHighResolutionNet, path: Path, version: str = "0.x") -> Path:
+    """MMPose TopDown: {'meta', 'state_dict': {backbone.<same keys>, keypoint_head.final_layer.*}}
+    (0.x; 1.x: head.final_layer.*)."""
+    torch.save(mmpose_checkpoint(model.state_dict(), ("final_layer.",), version), path)
     return path

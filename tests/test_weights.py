@@ -102,10 +102,14 @@ def test_dataparallel_module_prefix_is_stripped(reference, checkpoint_dir, expec
     assert_parity(weights.convert(src, tmp_path / "dp.weights.h5"), expected, batch)
 
 
+@pytest.mark.parametrize(("version", "name"), [
+    ("0.x", "res50_coco_256x192-00000000_20200709.pth"),
+    ("1.x", "td-hm_res50_8xb64-210e_coco-256x192-00000000_20220923.pth"),  # MMPose 1.x's zoo names
+])
 def test_mmpose_checkpoint_converts_through_the_command_line(
-    reference, checkpoint_dir, expected, batch, tmp_path, capsys
+    version, name, reference, checkpoint_dir, expected, batch, tmp_path, capsys
 ):
-    src = save_mmpose(reference, checkpoint_dir / "res50_coco_256x192-00000000_20200709.pth")
+    src = save_mmpose(reference, checkpoint_dir / name, version)
     assert weights.main(["convert", str(src), str(tmp_path / "mm.weights.h5")]) == 0
     assert "SimpleBaseline-R50, 17 joints, 256x192" in capsys.readouterr().out
     assert json.loads((tmp_path / "mm.json").read_text())["layout"] == "mmpose"
@@ -692,3 +696,29 @@ def test_convert_prints_one_line_and_no_tensorflow_start_up_noise(microsoft_chec
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.count("\n") == 1 and completed.stdout.startswith("wrote ")
     assert completed.stderr == ""
+
+
+# --- MMPose 1.x ----------------------------------------------------------------------------------------
+
+def test_mmpose_1x_keys_read_as_the_same_tensors_for_every_network(tmp_path):
+    """MMPose 1.x renamed keypoint_head to head: its checkpoints of R50, MobileNetV2 and HRNet give the
+    Microsoft-layout state of the same network, tensor for tensor, through the safe loader (1.x's
+    meta holds numpy arrays)."""
+    from hrnet_reference import PoseHighResolutionNet
+    from mobilenet_reference import PoseMobileNetV2
+    from torch_reference import mmpose_checkpoint
+
+    for name, network, head_keys in (
+        ("r50", randomized_pose_resnet(depth=50, num_joints=17, seed=0), ("deconv_layers.", "final_layer.")),
+        ("mobilenetv2", PoseMobileNetV2(), ("deconv_layers.", "final_layer.")),
+        ("hrnet", PoseHighResolutionNet(32), ("final_layer.",)),
+    ):
+        src = tmp_path / f"td-hm_{name}_8xb64-210e_coco-256x192-00000000_20220923.pth"
+        torch.save(mmpose_checkpoint(network.state_dict(), head_keys, "1.x"), src)
+        state, layout = weights.read_checkpoint(src)
+        expected = {key: value.numpy() for key, value in network.state_dict().items()
+                    if not key.endswith("num_batches_tracked")}
+        assert layout == "mmpose" and state.keys() == expected.keys(), name
+        for key, value in expected.items():
+            np.testing.assert_array_equal(state[key], value, err_msg=f"{name} {key}")
+        assert weights.infer_network(state)["backbone"] == {"r50": "resnet"}.get(name, name)

@@ -132,13 +132,36 @@ def save_microsoft(model: PoseResNet, path: Path, module_prefix: bool = False) -
     return path
 
 
-def save_mmpose(model: PoseResNet, path: Path) -> Path:
-    """The MMPose 0.x TopDown layout: {'meta': ..., 'state_dict': {backbone.*, keypoint_head.*}}."""
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.startswith(("deconv_layers.", "final_layer.")):
-            state[f"keypoint_head.{key}"] = value
-        else:
-            state[f"backbone.{key}"] = value
-    torch.save({"meta": {"epoch": 210, "mmcv_version": "1.1.1"}, "state_dict": state}, path)
+def mmengine_meta() -> dict:
+    """What MMPose 1.x (MMEngine's runner) keeps in a checkpoint's 'meta' beside the weights: the
+    config as text and the dataset's metainfo, numpy arrays among it (COCO-17's sigmas, colours)."""
+    import numpy as np
+
+    return {
+        "mmengine_version": "0.7.4", "epoch": 210, "iter": 480690, "seed": 0,
+        "cfg": "default_scope = 'mmpose'\nmodel = dict(type='TopdownPoseEstimator', ...)\n",
+        "dataset_meta": {
+            "dataset_name": "coco", "num_keypoints": 17,
+            "flip_indices": [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15],
+            "skeleton_links": [(15, 13), (13, 11), (16, 14)],
+            "keypoint_colors": np.array([[51, 153, 255]] * 17, np.uint8),
+            "sigmas": np.array([0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062,
+                                0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089], np.float32),
+        },
+    }
+
+
+def mmpose_checkpoint(state: dict, head_keys: tuple[str, ...], version: str) -> dict:
+    """A torch state_dict in MMPose's TopDown layout: the keys starting with head_keys under the
+    head ('keypoint_head.' in 0.x, 'head.' in 1.x), the rest under 'backbone.'; with each version's meta."""
+    head = {"0.x": "keypoint_head.", "1.x": "head."}[version]
+    meta = {"epoch": 210, "mmcv_version": "1.1.1"} if version == "0.x" else mmengine_meta()
+    return {"meta": meta, "state_dict": {(head if key.startswith(head_keys) else "backbone.") + key: value
+                                         for key, value in state.items()}}
+
+
+def save_mmpose(model: PoseResNet, path: Path, version: str = "0.x") -> Path:
+    """The MMPose TopDown layout: {'meta': ..., 'state_dict': {backbone.*, keypoint_head.*}} (0.x),
+    {backbone.*, head.*} (1.x)."""
+    torch.save(mmpose_checkpoint(model.state_dict(), ("deconv_layers.", "final_layer."), version), path)
     return path

@@ -18,7 +18,8 @@ Checkpoints come in two layouts, both mapped key by key onto the Keras layers:
   `layer1.0.conv1.weight`, `deconv_layers.0.weight`, `final_layer.weight`; `module.` in front when it
   was saved from nn.DataParallel.
 - MMPose 0.x: {'state_dict': {'backbone.<as above>', 'keypoint_head.deconv_layers.*',
-  'keypoint_head.final_layer.*'}, 'meta': ...}.
+  'keypoint_head.final_layer.*'}, 'meta': ...}; MMPose 1.x the same with 'head.' for
+  'keypoint_head.' (its `td-hm_*` files).
 
 The package, by concern (a network's key mapping is one small module: the next network adds one):
 - zoo.py: the model-zoo table, download and checksum verification.

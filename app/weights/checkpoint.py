@@ -1,7 +1,8 @@
 """Reading a PyTorch checkpoint safely: tensors and plain data only, one line for a damaged file.
 
-normalize_state_dict turns either layout (Microsoft's bare state_dict or MMPose 0.x's
-{'state_dict': {'backbone.*', 'keypoint_head.*'}}) into Microsoft-layout keys -> numpy arrays.
+normalize_state_dict turns either layout (Microsoft's bare state_dict, or MMPose's
+{'state_dict': {'backbone.*', 'keypoint_head.*'}} of 0.x and {'backbone.*', 'head.*'} of 1.x) into
+Microsoft-layout keys -> numpy arrays.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def normalize_state_dict(checkpoint: object, source: str = "checkpoint") -> tuple[dict[str, np.ndarray], str]:
-    """Microsoft-layout keys -> numpy arrays, from either layout; also returns "microsoft" or "mmpose".
+    """Microsoft-layout keys -> numpy arrays, from either layout; also returns "microsoft" or "mmpose"
+    (0.x and 1.x alike).
 
     Drops the `module.` DataParallel prefix and BatchNorm's num_batches_tracked (a training counter).
     """
@@ -56,16 +58,20 @@ def normalize_state_dict(checkpoint: object, source: str = "checkpoint") -> tupl
         raise WeightsError(f"{source} holds no state_dict; expected a SimpleBaseline (PoseResNet) checkpoint")
 
     keys = [key.removeprefix("module.") for key in state]
-    mmpose = any(key.startswith(("backbone.", "keypoint_head.")) for key in keys)
+    # MMPose 1.x renamed the TopDown model's `keypoint_head` to `head`; the modules under it kept
+    # their names and order (HeatmapHead: deconv_layers.{0,1,3,4,6,7}, final_layer), so the
+    # checkpoints of both versions map onto the same Keras layers.
+    head = "head." if any(key.startswith("head.") for key in keys) else "keypoint_head."
+    mmpose = any(key.startswith(("backbone.", head)) for key in keys)
     normalized = {}
     for original, key in zip(state, keys):
         if mmpose:
             if key.startswith("backbone."):
                 key = key.removeprefix("backbone.")
-            elif key.startswith("keypoint_head."):
-                key = key.removeprefix("keypoint_head.")
+            elif key.startswith(head):
+                key = key.removeprefix(head)
             else:
-                key = "<outside backbone/keypoint_head>." + key  # reported as unmapped below
+                key = f"<outside backbone/{head[:-1]}>." + key  # reported as unmapped below
         if key.endswith("num_batches_tracked"):
             continue
         value = state[original]
