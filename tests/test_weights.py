@@ -722,3 +722,52 @@ def test_mmpose_1x_keys_read_as_the_same_tensors_for_every_network(tmp_path):
         for key, value in expected.items():
             np.testing.assert_array_equal(state[key], value, err_msg=f"{name} {key}")
         assert weights.infer_network(state)["backbone"] == {"r50": "resnet"}.get(name, name)
+
+
+def test_mmpose_1x_data_preprocessor_is_checked_then_dropped(tmp_path):
+    """Some MMPose 1.x training checkpoints keep the input normalisation (data_preprocessor.mean and
+    .std of 0-255 RGB): ImageNet's, which the product uses, are dropped; others are refused, as they
+    would give wrong keypoints without a word."""
+    from torch_reference import mmpose_checkpoint
+
+    network = randomized_pose_resnet(depth=50, num_joints=17, seed=0)
+    checkpoint = mmpose_checkpoint(network.state_dict(), ("deconv_layers.", "final_layer."), "1.x")
+    checkpoint["state_dict"]["data_preprocessor.mean"] = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    checkpoint["state_dict"]["data_preprocessor.std"] = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    torch.save(checkpoint, tmp_path / "imagenet.pth")
+    state, _ = weights.read_checkpoint(tmp_path / "imagenet.pth")
+    assert not any("data_preprocessor" in key for key in state)
+    assert weights.infer_network(state)["backbone"] == "resnet"
+
+    checkpoint["state_dict"]["data_preprocessor.std"] = torch.tensor([1.0, 1.0, 1.0]).view(3, 1, 1)
+    torch.save(checkpoint, tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match=r"data_preprocessor.std is \[1.0, 1.0, 1.0\], not ImageNet's"):
+        weights.read_checkpoint(tmp_path / "other.pth")
+
+
+def test_an_mmengine_training_checkpoint_is_refused_with_the_way_to_publish_it(tmp_path, monkeypatch):
+    """MMEngine's training checkpoints carry its log (HistoryBuffer objects) beside the weights: refused,
+    unread, with the MMPose tool that strips them. Saved here under a stand-in module of that name."""
+    import sys
+    import types
+
+    module = types.ModuleType("mmengine.logging.history_buffer")
+
+    class HistoryBuffer:
+        def __init__(self):
+            self._log_history = [0.5, 0.4]
+
+    HistoryBuffer.__module__, HistoryBuffer.__qualname__ = module.__name__, "HistoryBuffer"
+    module.HistoryBuffer = HistoryBuffer
+    for name in ("mmengine", "mmengine.logging", "mmengine.logging.history_buffer"):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name, types.ModuleType(name)))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    network = randomized_pose_resnet(depth=50, num_joints=17, seed=0)
+    checkpoint = {"meta": {}, "state_dict": {"backbone." + k: v for k, v in network.state_dict().items()},
+                  "message_hub": {"log_scalars": {"train/loss": HistoryBuffer()}}}
+    torch.save(checkpoint, tmp_path / "epoch_210.pth")
+    with pytest.raises(WeightsError) as error:
+        weights.read_checkpoint(tmp_path / "epoch_210.pth")
+    message = str(error.value)
+    assert "is an MMEngine training checkpoint (mmengine.logging.history_buffer.HistoryBuffer)" in message
+    assert "tools/misc/publish_model.py" in message and "\n" not in message

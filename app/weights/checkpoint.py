@@ -30,6 +30,14 @@ def _load_pickle(path: Path) -> object:
     try:
         return load_restricted(path, NUMPY_DATA_GLOBALS)
     except RefusedPickle as refused:
+        if any(name.startswith("mmengine.") for name in refused.names):
+            # MMPose 1.x's training checkpoints (epoch_*.pth, best_*.pth) keep MMEngine's log and
+            # optimizer state beside the weights; MMPose publishes its own files without them.
+            raise WeightsError(
+                f"{path} is an MMEngine training checkpoint ({refused}): it holds Python objects that "
+                "could run code when loaded; refusing it: run MMPose's tools/misc/publish_model.py on "
+                "it, which keeps the weights and drops the training state, and convert its output"
+            ) from None
         raise WeightsError(
             f"{path} holds Python objects ({refused}) that could run code when "
             f"loaded; refusing it: use a plain state_dict checkpoint ({DOWNLOAD_HINT} fetches one)"
@@ -65,6 +73,12 @@ def normalize_state_dict(checkpoint: object, source: str = "checkpoint") -> tupl
     mmpose = any(key.startswith(("backbone.", head)) for key in keys)
     normalized = {}
     for original, key in zip(state, keys):
+        if mmpose and key.startswith("data_preprocessor."):
+            # MMPose 1.x's input normalisation (mean and std of 0-255 RGB), kept in some training
+            # checkpoints: the product normalises with ImageNet's (app.crop), so other values would
+            # give wrong keypoints without a word.
+            _check_preprocessor(key, state[original], source)
+            continue
         if mmpose:
             if key.startswith("backbone."):
                 key = key.removeprefix("backbone.")
@@ -79,6 +93,19 @@ def normalize_state_dict(checkpoint: object, source: str = "checkpoint") -> tupl
             raise WeightsError(f"{source}: {original} is a {type(value).__name__}, not a tensor; not a state_dict")
         normalized[key] = value.detach().to(torch.float32).numpy()
     return normalized, "mmpose" if mmpose else "microsoft"
+
+
+# MMPose's data_preprocessor values for COCO (ImageNet's statistics of 0-255 RGB).
+_PREPROCESSOR = {"data_preprocessor.mean": (123.675, 116.28, 103.53), "data_preprocessor.std": (58.395, 57.12, 57.375)}
+
+
+def _check_preprocessor(key: str, value, source: str) -> None:
+    """WeightsError unless `value` is the ImageNet mean or std the product normalises with."""
+    expected = _PREPROCESSOR.get(key)
+    values = value.detach().reshape(-1).tolist() if hasattr(value, "detach") else None
+    if expected is None or values is None or len(values) != 3 or not np.allclose(values, expected, atol=1e-3):
+        raise WeightsError(f"{source}: {key} is {values}, not ImageNet's {expected or 'mean and std'}: "
+                           "a network trained on other input statistics gives wrong keypoints here")
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
