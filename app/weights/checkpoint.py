@@ -68,9 +68,11 @@ def normalize_state_dict(checkpoint: object, source: str = "checkpoint") -> tupl
     keys = [key.removeprefix("module.") for key in state]
     # MMPose 1.x renamed the TopDown model's `keypoint_head` to `head`; the modules under it kept
     # their names and order (HeatmapHead: deconv_layers.{0,1,3,4,6,7}, final_layer), so the
-    # checkpoints of both versions map onto the same Keras layers.
-    head = "head." if any(key.startswith("head.") for key in keys) else "keypoint_head."
-    mmpose = any(key.startswith(("backbone.", head)) for key in keys)
+    # checkpoints of both versions map onto the same Keras layers. A bare `head.*` without
+    # `backbone.*` is another network's own module (ViTPose's), not MMPose's layout.
+    backbone = any(key.startswith("backbone.") for key in keys)
+    head = "head." if backbone and any(key.startswith("head.") for key in keys) else "keypoint_head."
+    mmpose = backbone or any(key.startswith(head) for key in keys)
     normalized = {}
     for original, key in zip(state, keys):
         if mmpose and key.startswith("data_preprocessor."):
