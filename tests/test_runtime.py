@@ -208,7 +208,7 @@ def test_keras_on_a_cpu_runs_float32_where_a_lower_precision_would_be_emulated(s
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))  # no fp16
     f16 = runner_from_model(small_model, "keras", half=True)
     assert f16.precision == "float32"
-    assert f16.notes == ["--precision f16: this CPU has no avx512_fp16 or amx_fp16, so float16 would be "
+    assert f16.notes == ["--half / --precision f16: this CPU has no avx512_fp16 or amx_fp16, so float16 would be "
                          "emulated (slower than float32); running float32"]
     bf16 = runner_from_model(small_model, "keras", precision="bf16")
     assert bf16.precision == "bfloat16" and bf16.notes == []

@@ -80,13 +80,14 @@ def cpu_precision(requested: str, flags, runtime: str) -> tuple[str, str]:
     requested = parse_precision(requested)
     if requested in ("auto", "float32"):
         return "float32", ""
-    short = SHORT_NAMES[requested]
+    # Both spellings of float16: the user may have typed either (requested_precision folds --half in).
+    option = "--half / --precision f16" if requested == "float16" else f"--precision {SHORT_NAMES[requested]}"
     if requested not in native_precisions(flags):
         wanted = " or ".join(NATIVE_FLAGS[requested][:2])
-        return "float32", (f"--precision {short}: this CPU has no {wanted}, so {requested} would be emulated "
+        return "float32", (f"{option}: this CPU has no {wanted}, so {requested} would be emulated "
                            f"(slower than float32); running float32")
     if runtime == "onnx":
-        return "float32", (f"--precision {short}: ONNX Runtime runs float32 only on the CPU; "
+        return "float32", (f"{option}: ONNX Runtime runs float32 only on the CPU; "
                            f"--runtime openvino runs {requested}; running float32")
     return requested, ""
 
