@@ -34,6 +34,8 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 import warnings
@@ -134,13 +136,16 @@ def network_reachable(host: tuple[str, int] = DOWNLOAD_HOST, timeout_s: float = 
     return bool(result)
 
 
+# Ultralytics' settings here (where the user has not set them): no network, no pip; and
+# ULTRALYTICS_SAFE_LOAD: its own loader unpickles a .pt with weights_only=False unless this is set;
+# with it, its load is restricted too (behind check_pickle's, should the file change between the two).
+ULTRALYTICS_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "ULTRALYTICS_SAFE_LOAD": "1"}
+
+
 def _import_yolo():
     """ultralytics.YOLO and its set of downloadable asset names, imported with the network off."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-    # Ultralytics' own loader unpickles a .pt with weights_only=False unless this is set; with it, its
-    # load is restricted too (behind check_pickle's, should the file change between the two).
-    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
+    for name, value in ULTRALYTICS_ENV.items():
+        os.environ.setdefault(name, value)
     from ultralytics import YOLO
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
 
@@ -371,44 +376,54 @@ def openvino_export_key(pt_path: Path, imgsz: int) -> str:
             f"openvino {openvino.__version__.split('-')[0]}")
 
 
-def export_openvino_detector(pt_path: Path, imgsz: int, load=None) -> Path:
+# Ultralytics' OpenVINO export, run in a fresh interpreter: argv[1] the .pt (a checked copy),
+# argv[2] the input size. float32 IR (`quantize=None`: its `half`/`int8` are deprecated), static shape.
+_EXPORT_SCRIPT = """
+import sys
+from ultralytics import YOLO
+YOLO(sys.argv[1], task="detect", verbose=False).export(
+    format="openvino", imgsz=int(sys.argv[2]), quantize=None, dynamic=False, verbose=False)
+"""
+EXPORT_TIMEOUT_S = 600.0
+
+
+def export_openvino_detector(pt_path: Path, imgsz: int) -> Path:
     """Ultralytics' OpenVINO export (float32 IR, static imgsz x imgsz input) of a .pt detector,
     made once and kept beside it as <name>_openvino_model/; made again when the .pt, the size or
-    a version changes. load: path -> Ultralytics model (default YOLO(path, task="detect")).
+    a version changes.
+
+    The export runs in a child process. OpenVINO's converter takes its TensorFlow path whenever
+    `tensorflow` is already imported (a test process, a script that loaded Keras first), and on
+    Python 3.13 that path fails for every model (`name 'tensorflow' is not defined`: its
+    exec("import tensorflow") and exec("del tensorflow") in one function no longer share locals,
+    PEP 667); a child also keeps Ultralytics' changes to torch's threads, its logger and numpy's
+    print options out of this process.
 
     Atomic: the export is made in a hidden folder beside the .pt (from a copy of it, since
     Ultralytics writes next to the file it loaded) and renamed into place whole, so a reader never
     sees half an export; an interrupted export leaves at most that hidden folder, which is removed.
-    Raises whatever Ultralytics or OpenVINO raise.
+    Raises RuntimeError with the child's last error line when the export fails.
     """
     final = openvino_export_path(pt_path)
     key = openvino_export_key(pt_path, imgsz)
     with contextlib.suppress(OSError):
         if (final / OPENVINO_KEY_FILE).read_text() == key and is_openvino_folder(final):
             return final
-    if load is None:
-        YOLO, _ = _import_yolo()
-
-        def load(path):
-            return YOLO(path, task="detect", verbose=False)
-
     work = pt_path.with_name(f".{pt_path.stem}.{uuid.uuid4().hex[:12]}.part")
     work.mkdir()
     try:
         copy = work / pt_path.name
         shutil.copyfile(pt_path, copy)
-        from ultralytics.utils import LOGGER
-
-        level = LOGGER.level
-        LOGGER.setLevel(logging.WARNING)  # its export logs a dozen lines of progress even with verbose=False
+        env = {**ULTRALYTICS_ENV, **os.environ}  # the .pt passed check_pickle before it got here
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation, inside Ultralytics
-                load(str(copy)).export(format="openvino", imgsz=imgsz, half=False, int8=False, dynamic=False,
-                                       verbose=False)
-        finally:
-            LOGGER.setLevel(level)
+            done = subprocess.run([sys.executable, "-c", _EXPORT_SCRIPT, str(copy), str(imgsz)], cwd=work,
+                                  env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the export took over {EXPORT_TIMEOUT_S:.0f} s") from None
         produced = openvino_export_path(copy)
+        if done.returncode != 0 or not is_openvino_folder(produced):
+            lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+            raise RuntimeError(lines[-1] if lines else f"the export ended with status {done.returncode}")
         (produced / OPENVINO_KEY_FILE).write_text(key)
         if final.exists():
             os.replace(final, work / "previous")  # a folder cannot be replaced by rename while it exists

@@ -2,6 +2,7 @@
 the compiled-model cache, the fallbacks, and the choices as pure functions of CPU flags and timings."""
 
 import json
+import shutil
 import sys
 import time
 
@@ -401,6 +402,21 @@ def test_a_pt_detector_on_the_cpu_runs_as_its_cached_openvino_export(random_pt):
     assert PersonDetector(DetectorConfig(model=str(folder), imgsz=64, threads=2)).note == ""
     torch_detector = PersonDetector(DetectorConfig(model=str(random_pt), imgsz=64, threads=2, cpu_openvino=False))
     assert torch_detector.note == "" and type(torch_detector._model.predictor.model.backend).__name__ == "PyTorchBackend"
+
+
+@needs_openvino
+def test_a_failed_export_runs_the_pt_through_torch_with_the_childs_last_line(random_pt, monkeypatch, tmp_path):
+    """The export runs in a child process (app.detector.export_openvino_detector says why); when it
+    fails, its last error line reaches the start-up note and nothing is left beside the .pt."""
+    from app import detector as detector_module
+
+    pt = tmp_path / random_pt.name  # a copy without an export beside it (the test above makes one)
+    shutil.copyfile(random_pt, pt)
+    monkeypatch.setattr(detector_module, "_EXPORT_SCRIPT",
+                        "import sys; print('progress ...'); sys.exit('OpenVINO: export failure 0.5s: boom')")
+    assert detector_module.openvino_detector(pt, 64) == (
+        str(pt), "OpenVINO export failed (OpenVINO: export failure 0.5s: boom): the .pt runs through torch")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [pt.name]  # no export, no hidden work folder
 
 
 def test_a_pt_detector_without_openvino_runs_on_torch_and_says_so(random_pt, monkeypatch):
