@@ -66,7 +66,7 @@ def boxes_to_center_scale(
 
 
 def crop_transforms(
-    centers: np.ndarray, sizes: np.ndarray, output_size: tuple[int, int]
+    centers: np.ndarray, sizes: np.ndarray, output_size: tuple[int, int], udp: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Affine matrices image -> crop and crop -> image, as the official `get_affine_transform`.
 
@@ -76,21 +76,36 @@ def crop_transforms(
     scale from the width only; sizes from `boxes_to_center_scale` have the output's aspect ratio).
     Written in closed form instead of cv2.getAffineTransform on three points: without rotation it is
     a scale and a shift, and the closed form keeps the round trip exact to float64.
+
+    udp: the unbiased geometry (Huang et al., CVPR 2020) of the checkpoints trained with it, as
+    MMPose v0.29.0 `get_warp_matrix(0, 2 c, output_size - 1, size)` and `transform_preds(...,
+    use_udp=True)`: the box's edges map to pixel centres 0 and W - 1, a scale of (W - 1) / size_w
+    across and (H - 1) / size_h down. Why: then heatmap pixel j sits exactly on input pixel
+    j (W_in - 1) / (W_hm - 1), and mirroring the input mirrors the heatmap with no residual shift.
     """
     centers = np.asarray(centers, np.float64).reshape(-1, 2)
     sizes = np.asarray(sizes, np.float64).reshape(-1, 2)
     out_h, out_w = output_size
-    scale = out_w / sizes[:, 0]  # (N,)
+    if udp:
+        scale_x = (out_w - 1) / sizes[:, 0]  # (N,)
+        scale_y = (out_h - 1) / sizes[:, 1]
+        # The box's left edge, centre - size / 2, lands on 0.
+        shift_x = -scale_x * (centers[:, 0] - sizes[:, 0] / 2)
+        shift_y = -scale_y * (centers[:, 1] - sizes[:, 1] / 2)
+    else:
+        scale_x = scale_y = out_w / sizes[:, 0]  # (N,)
+        shift_x = out_w / 2 - scale_x * centers[:, 0]
+        shift_y = out_h / 2 - scale_y * centers[:, 1]
     forward = np.zeros((len(centers), 2, 3))
-    forward[:, 0, 0] = scale
-    forward[:, 1, 1] = scale
-    forward[:, 0, 2] = out_w / 2 - scale * centers[:, 0]
-    forward[:, 1, 2] = out_h / 2 - scale * centers[:, 1]
+    forward[:, 0, 0] = scale_x
+    forward[:, 1, 1] = scale_y
+    forward[:, 0, 2] = shift_x
+    forward[:, 1, 2] = shift_y
     inverse = np.zeros((len(centers), 2, 3))
-    inverse[:, 0, 0] = 1 / scale
-    inverse[:, 1, 1] = 1 / scale
-    inverse[:, 0, 2] = centers[:, 0] - out_w / 2 / scale
-    inverse[:, 1, 2] = centers[:, 1] - out_h / 2 / scale
+    inverse[:, 0, 0] = 1 / scale_x
+    inverse[:, 1, 1] = 1 / scale_y
+    inverse[:, 0, 2] = -shift_x / scale_x
+    inverse[:, 1, 2] = -shift_y / scale_y
     return forward, inverse
 
 

@@ -12,6 +12,8 @@ transcriptions of them and checks equality):
 - dark: MMPose v0.29.0 (same in v0.6.0) `keypoints_from_heatmaps` with post_process='unbiased' (its
   `_gaussian_blur` and `_taylor`; the 72.4 AP of res50_coco_256x192_dark), with one change: a Taylor
   step that would take the keypoint off the heatmap is clipped to its edge.
+- dark for UDP checkpoints (`udp=True`): MMPose v0.29.0 `post_dark_udp`, what `keypoints_from_heatmaps`
+  runs with use_udp=True (the 76.0 AP of hrnet_w32_coco_256x192_udp), with the same clip.
 """
 
 import cv2
@@ -312,11 +314,88 @@ def _inverse_2x2(matrices: np.ndarray) -> np.ndarray:
         return out
 
 
-def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark") -> tuple[np.ndarray, np.ndarray]:
+# UDP's DARK (MMPose v0.29.0 `post_dark_udp`): the 7 log values its stencil reads, (dx, dy) from the
+# argmax, each axis clamped onto the map (the reference pads the log map by repeating its edge).
+_UDP_POINTS = {"c": (0, 0), "x+": (1, 0), "x-": (-1, 0), "y+": (0, 1), "y-": (0, -1), "++": (1, 1), "--": (-1, -1)}
+_UDP_FLOOR, _UDP_CEILING = 0.001, 50.0  # the reference's np.clip before the log
+_UDP_RADIUS = DARK_KERNEL // 2 + 1  # raw pixels the 3 x 3 blurred values read: 6 each side
+
+
+def _reflect101(index: np.ndarray, size: int) -> np.ndarray:
+    """cv2's BORDER_REFLECT_101 (cv2.GaussianBlur's default border): ... 2 1 | 0 1 2 ... n-1 | n-2 ..."""
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    index = np.mod(index, period)
+    return np.where(index > size - 1, period - index, index)
+
+
+def _dark_udp_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """UDP's DARK step from the argmax, as MMPose v0.29.0 `post_dark_udp` (kernel 11): (N, K, 2) float64.
+
+    heatmaps (N, H, W, K); coords (N, K, 2) their argmax; peaks (N, K) their maxima. The reference blurs
+    every whole map (cv2.GaussianBlur 11 x 11, sigma 2, cv2's default border: reflected, unlike DARK's
+    zero padding), clips to [0.001, 50], takes the log, pads it by repeating the edge and takes one
+    Newton step -(H + eps I)^-1 g from finite differences over one pixel each side, wherever the peak
+    is, the map's edge included. Here only the 3 x 3 blurred pixels around each argmax are computed:
+    each joint's 13 x 13 raw patch (reflected at the map's edges as cv2 reflects) side by side in one
+    image and one cv2.GaussianBlur call, whose middle 3 x 3 reads only its own patch; the clip, log,
+    differences and the float64 inverse are the reference's operations in its order and precision
+    (tests/test_decode.py checks the result against a transcription of it).
+
+    Not in the reference: a joint whose peak is not positive is not stepped (decode_heatmaps puts it
+    at (0, 0); v0.29.0 steps from -1 off the map), nor one whose step is not finite.
+    """
+    n, h, w, k = heatmaps.shape
+    offsets = np.zeros((n, k, 2))
+    people, joints = np.nonzero(peaks > 0)
+    m = len(people)
+    if m == 0:
+        return offsets
+    x = coords[people, joints, 0].astype(np.int64)
+    y = coords[people, joints, 1].astype(np.int64)
+    span = np.arange(-_UDP_RADIUS, _UDP_RADIUS + 1)
+    size = len(span)
+    rows = _reflect101(y[None, :] + span[:, None], h)  # (13, M)
+    cols = _reflect101(x[:, None] + span[None, :], w)  # (M, 13)
+    flat = np.ascontiguousarray(heatmaps, np.float32).reshape(-1)
+    index = ((people * (h * w * k) + joints)[None, :, None] + (rows * (w * k))[:, :, None] + (cols * k)[None, :, :])
+    # 16 more zero columns, as in _blurred_stencil: cv2's vector loop computes every pixel kept.
+    image = np.zeros((size, m * size + 16), np.float32)
+    image[:, :m * size] = flat.take(index).reshape(size, m * size)
+    blurred = cv2.GaussianBlur(image, (DARK_KERNEL, DARK_KERNEL), 0)[:, :m * size].reshape(size, m, size)
+    logs = {}
+    for name, (dx, dy) in _UDP_POINTS.items():
+        # The reference's edge padding: a neighbour off the map reads the edge pixel, i.e. offset 0.
+        ox = np.where((x + dx < 0) | (x + dx > w - 1), 0, dx)
+        oy = np.where((y + dy < 0) | (y + dy > h - 1), 0, dy)
+        values = blurred[_UDP_RADIUS + oy, np.arange(m), _UDP_RADIUS + ox]
+        logs[name] = np.log(np.clip(values, np.float32(_UDP_FLOOR), np.float32(_UDP_CEILING)))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # float32 differences in the reference's order (its rounding depends on it).
+        i_, ix1, ix1_, iy1, iy1_ = logs["c"], logs["x+"], logs["x-"], logs["y+"], logs["y-"]
+        dx = 0.5 * (ix1 - ix1_)
+        dy = 0.5 * (iy1 - iy1_)
+        dxx = ix1 - 2 * i_ + ix1_
+        dyy = iy1 - 2 * i_ + iy1_
+        dxy = 0.5 * (logs["++"] - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + logs["--"])
+        # + float32 eps on the diagonal, in float64 as the reference (np.eye is float64): never
+        # exactly singular on a flat top.
+        hessian = np.stack([dxx, dxy, dxy, dyy], axis=-1).reshape(m, 2, 2) + np.finfo(np.float32).eps * np.eye(2)
+        step = -(_inverse_2x2(hessian) @ np.stack([dx, dy], axis=-1)[..., None])[..., 0]  # (M, 2) float64
+    ok = np.isfinite(step).all(axis=-1)
+    offsets[people[ok], joints[ok]] = step[ok]
+    return offsets
+
+
+def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark", udp: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints from heatmaps (N, H, W, K).
 
     method: "dark" (MMPose's 'unbiased' DARK Taylor refinement, argmax where it cannot step),
     "quarter" (the official SimpleBaseline quarter-pixel shift) or "argmax" (integer peak).
+    udp: the heatmaps come from a checkpoint trained with UDP (app.crop.crop_transforms); "dark" then
+    is UDP's own DARK step (MMPose v0.29.0 `post_dark_udp`, what its UDP checkpoints' APs were
+    measured with); the other methods are the same.
     Returns (coords (N, K, 2) float32 x, y in heatmap pixels, scores (N, K) float32 = peak value of the
     raw heatmap). Every coordinate lies on the map, 0 <= x <= W - 1 and 0 <= y <= H - 1.
     """
@@ -328,6 +407,10 @@ def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark") -> tuple[np.ndar
         return coords, scores
     if method == "quarter":
         return coords + _quarter_offsets(heatmaps, coords), scores
+    if udp:
+        # float32 minus the float64 step, rounded once, as the reference's in-place `coords -= ...`.
+        stepped = (coords.astype(np.float64) + _dark_udp_offsets(heatmaps, coords, scores)).astype(np.float32)
+        return clip_to_map(stepped, heatmaps.shape[1:3]), scores
     offsets, _ = _dark_offsets(heatmaps, coords, scores)
     return clip_to_map(coords + offsets, heatmaps.shape[1:3]), scores
 

@@ -27,6 +27,10 @@ class PoseConfig:
     flip: bool = False  # average with the prediction on the mirrored crop (about 2x the model time)
     decode: str = "dark"  # "dark", "quarter" or "argmax" (app.decode)
     max_batch: int = 32  # crops per runner call; bounds the memory of a crowded frame
+    # The unbiased geometry of checkpoints trained with UDP (a converted file's JSON says "udp": true):
+    # crops and keypoints mapped edge to edge, UDP's DARK, a flip test without the one-pixel shift.
+    # Wrong either way costs accuracy silently (up to 3 input pixels at the crop's edges).
+    udp: bool = False
 
 
 @dataclass
@@ -76,7 +80,10 @@ class PoseEstimator:
                 # The mirrored crops go through in their own call (the runner's batch size stays
                 # max_batch); un-mirror and average as the official flip test.
                 mirrored = np.asarray(self.runner(np.ascontiguousarray(chunk[:, :, ::-1])), np.float32)
-                heatmaps = (heatmaps + flip_back(mirrored, flip_index(heatmaps.shape[-1]))) * 0.5
+                # UDP: mirroring the input mirrors the heatmap exactly, so no shift (MMPose's UDP
+                # configs: shift_heatmap=False).
+                unmirrored = flip_back(mirrored, flip_index(heatmaps.shape[-1]), shift=not self.config.udp)
+                heatmaps = (heatmaps + unmirrored) * 0.5
             chunks.append(heatmaps)
         # One chunk (every frame with up to max_batch people) is returned as it is: a copy would cost
         # as much as the rest of the chunk loop.
@@ -97,7 +104,7 @@ class PoseEstimator:
             t0 = time.perf_counter()
             every = valid.all()  # the common case: no row to pick (each fancy index costs a copy)
             valid_centers, valid_sizes = (centers, sizes) if every else (centers[valid], sizes[valid])
-            forward, _ = crop_transforms(valid_centers, valid_sizes, (in_h, in_w))
+            forward, _ = crop_transforms(valid_centers, valid_sizes, (in_h, in_w), udp=self.config.udp)
             crops = warp_crops(frame_bgr, forward, (in_h, in_w))
             t1 = time.perf_counter()
             heatmaps, normalize_ms = self._run(crops)
@@ -105,10 +112,11 @@ class PoseEstimator:
             timings["crop"] = (t1 - t0) * 1000 + normalize_ms
             timings["model"] = (t2 - t1) * 1000 - normalize_ms
             _, hm_h, hm_w, k = heatmaps.shape
-            coords, peak = decode_heatmaps(heatmaps, self.config.decode)
+            coords, peak = decode_heatmaps(heatmaps, self.config.decode, udp=self.config.udp)
             # Heatmap coordinates go back through the affine built for the heatmap size, as the
-            # official transform_preds: heatmap pixel j sits on input pixel (in_w / hm_w) * j.
-            _, to_image = crop_transforms(valid_centers, valid_sizes, (hm_h, hm_w))
+            # official transform_preds: heatmap pixel j sits on input pixel (in_w / hm_w) * j (UDP:
+            # j (in_w - 1) / (hm_w - 1)).
+            _, to_image = crop_transforms(valid_centers, valid_sizes, (hm_h, hm_w), udp=self.config.udp)
             if every:
                 keypoints, scores = transform_points(coords, to_image), peak
             else:

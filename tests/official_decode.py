@@ -7,8 +7,11 @@ Written from the sources, independently of app.decode (nothing here imports it):
   post_process='default'.
 - dark: MMPose v0.29.0 `keypoints_from_heatmaps`, post_process='unbiased', kernel 11: `_gaussian_blur`,
   np.log(np.maximum(., 1e-10)), `_taylor`; then the product's one change, the clip to the map.
+- dark_udp: MMPose v0.29.0 `keypoints_from_heatmaps` with use_udp=True, target_type='GaussianHeatmap',
+  kernel 11: `post_dark_udp` as written (vectorised, whole-map blur); then the product's two changes: a
+  non-positive peak is not stepped (v0.29.0 steps from -1), and the clip to the map.
 - flip: MMPose v0.29.0 `flip_back` (post_transforms.py), shift_heatmap in
-  TopdownHeatmapSimpleHead.inference_model, (a + b) / 2 in TopDown.forward_test.
+  TopdownHeatmapSimpleHead.inference_model (False in the UDP configs), (a + b) / 2 in TopDown.forward_test.
 """
 
 import cv2
@@ -90,18 +93,57 @@ def official_dark(heatmaps, clip=True):
     return preds, maxvals
 
 
-def official_flip_average(heatmaps, heatmaps_of_mirrored):
-    """NCHW: the flip test's averaged heatmaps."""
+def official_dark_udp(heatmaps, clip=True):
+    heatmaps = heatmaps.copy()
+    preds, maxvals = official_max_preds(heatmaps)
+    start = preds.copy()
+    n, k, h, w = heatmaps.shape
+    for maps in heatmaps:
+        for heatmap in maps:
+            cv2.GaussianBlur(heatmap, (11, 11), 0, heatmap)
+    np.clip(heatmaps, 0.001, 50, heatmaps)
+    np.log(heatmaps, heatmaps)
+    pad = np.pad(heatmaps, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge").flatten()
+    index = preds[..., 0] + 1 + (preds[..., 1] + 1) * (w + 2)
+    index += (w + 2) * (h + 2) * np.arange(0, n * k).reshape(-1, k)
+    index = index.astype(int).reshape(-1, 1)
+    i_ = pad[index]
+    ix1 = pad[index + 1]
+    iy1 = pad[index + w + 2]
+    ix1y1 = pad[index + w + 3]
+    ix1_y1_ = pad[index - w - 3]
+    ix1_ = pad[index - 1]
+    iy1_ = pad[index - 2 - w]
+    dx = 0.5 * (ix1 - ix1_)
+    dy = 0.5 * (iy1 - iy1_)
+    derivative = np.concatenate([dx, dy], axis=1).reshape(n, k, 2, 1)
+    dxx = ix1 - 2 * i_ + ix1_
+    dyy = iy1 - 2 * i_ + iy1_
+    dxy = 0.5 * (ix1y1 - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + ix1_y1_)
+    hessian = np.concatenate([dxx, dxy, dxy, dyy], axis=1).reshape(n, k, 2, 2)
+    hessian = np.linalg.inv(hessian + np.finfo(np.float32).eps * np.eye(2))
+    preds -= np.einsum("ijmn,ijnk->ijmk", hessian, derivative).reshape(n, k, 2)
+    not_positive = maxvals[..., 0] <= 0  # the product's change: no step from a peak that is not one
+    preds[not_positive] = start[not_positive]
+    if clip:
+        preds[..., 0] = np.clip(preds[..., 0], 0, w - 1)
+        preds[..., 1] = np.clip(preds[..., 1], 0, h - 1)
+    return preds, maxvals
+
+
+def official_flip_average(heatmaps, heatmaps_of_mirrored, shift=True):
+    """NCHW: the flip test's averaged heatmaps; shift: test_cfg shift_heatmap (False for UDP)."""
     flipped_back = heatmaps_of_mirrored.copy()
     for left, right in COCO_FLIP_PAIRS:
         flipped_back[:, left, ...] = heatmaps_of_mirrored[:, right, ...]
         flipped_back[:, right, ...] = heatmaps_of_mirrored[:, left, ...]
     flipped_back = flipped_back[..., ::-1]
-    flipped_back[:, :, :, 1:] = flipped_back[:, :, :, :-1]  # shift_heatmap=True
+    if shift:
+        flipped_back[:, :, :, 1:] = flipped_back[:, :, :, :-1]
     return (heatmaps + flipped_back) / 2
 
 
-OFFICIAL = {"quarter": official_quarter, "dark": official_dark}
+OFFICIAL = {"quarter": official_quarter, "dark": official_dark, "dark-udp": official_dark_udp}
 
 
 def nchw(heatmaps):

@@ -2,9 +2,10 @@
 
 `OracleRunner` stands in for the runner of one image. It knows the ground-truth keypoints and the boxes
 the estimator is given, recomputes each crop's affine through the same public functions the estimator
-uses (app.crop), and renders sigma-2 Gaussians (peak 1, as the official target generator) where the
-ground truth falls in heatmap coordinates. Everything else — warping, normalising, batching, flip,
-decoding, mapping back, evaluating — is the real code, so a perfect "model" must score near AP 1.
+uses (app.crop; `udp=True`: a model trained with UDP's geometry), and renders sigma-2 Gaussians (peak
+1, as the official target generator) where the ground truth falls in heatmap coordinates. Everything
+else — warping, normalising, batching, flip, decoding, mapping back, evaluating — is the real code, so
+a perfect "model" must score near AP 1.
 
 Mirrored batches: when a batch equals the previous batch flipped on the width axis, the oracle renders
 the mirrored ground truth (input pixel x -> W_in - 1 - x, the pixel-exact image flip, with left and
@@ -44,7 +45,7 @@ class OracleRunner:
     """
 
     def __init__(self, keypoints, boxes, input_size=(256, 192), heatmap_size=(64, 48), padding=1.25,
-                 sigma=2.0, mirror_index=None):
+                 sigma=2.0, mirror_index=None, udp=False):
         keypoints = np.asarray(keypoints, np.float64).reshape(len(keypoints), -1, 3)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         self.input_size = tuple(input_size)
@@ -53,7 +54,8 @@ class OracleRunner:
         self.mirror_index = list(flip_index(keypoints.shape[1]) if mirror_index is None else mirror_index)
         in_h, in_w = self.input_size
         centers, sizes = boxes_to_center_scale(boxes, aspect_ratio=in_w / in_h, padding=padding)
-        to_heatmap, _ = crop_transforms(centers, sizes, self.heatmap_size)
+        self.udp = udp
+        to_heatmap, _ = crop_transforms(centers, sizes, self.heatmap_size, udp=udp)
         keep = finite_boxes(boxes)
         self._targets = transform_points(keypoints[..., :2], to_heatmap).astype(np.float64)[keep]
         self._visible = (keypoints[..., 2] > 0)[keep]
@@ -78,7 +80,8 @@ class OracleRunner:
         visible = self._visible[rows]
         assert len(targets) == len(batch), "oracle got more crops than it has people"
         if mirrored:
-            stride = in_w / self.heatmap_size[1]  # heatmap pixel j sits on input pixel stride * j
+            # heatmap pixel j sits on input pixel stride * j (UDP: the ends of both rows line up)
+            stride = (in_w - 1) / (self.heatmap_size[1] - 1) if self.udp else in_w / self.heatmap_size[1]
             targets[..., 0] = ((in_w - 1) - targets[..., 0] * stride) / stride
             targets = targets[:, self.mirror_index]
             visible = visible[:, self.mirror_index]

@@ -57,11 +57,12 @@ def test_box_centre_maps_to_crop_centre(output_size):
     assert np.allclose(mapped, [w / 2, h / 2], atol=1e-3)
 
 
+@pytest.mark.parametrize("udp", [False, True])
 @pytest.mark.parametrize("output_size", [INPUT, HEATMAP])
-def test_points_round_trip_within_a_thousandth_of_a_pixel(output_size):
+def test_points_round_trip_within_a_thousandth_of_a_pixel(output_size, udp):
     rng = np.random.default_rng(1)
     centers, sizes = boxes_to_center_scale(BOXES)
-    forward, inverse = crop_transforms(centers, sizes, output_size)
+    forward, inverse = crop_transforms(centers, sizes, output_size, udp=udp)
     # Points inside and well outside each box, in image pixels.
     spread = rng.uniform(-1.5, 1.5, (len(BOXES), 17, 2))
     points = (centers[:, None, :] + spread * sizes[:, None, :]).astype(np.float32)
@@ -78,6 +79,48 @@ def test_heatmap_pixel_j_sits_on_input_pixel_4j():
     in_input = transform_points(points, to_input).astype(np.float64)
     in_heatmap = transform_points(points, to_heatmap).astype(np.float64)
     assert np.allclose(in_input, 4 * in_heatmap, atol=2e-3)
+
+
+def official_udp_warp_matrix(center, size, output_size):
+    """MMPose v0.29.0 TopDownAffine(use_udp=True): get_warp_matrix(0, center * 2, image_size - 1,
+    scale * 200) with theta 0, transcribed (float32, as it is written). size: (w, h) = scale * 200."""
+    size_input = np.asarray(center, np.float64) * 2
+    size_dst = np.array([output_size[1], output_size[0]], np.float64) - 1
+    matrix = np.zeros((2, 3), np.float32)
+    scale_x, scale_y = size_dst[0] / size[0], size_dst[1] / size[1]
+    matrix[0, 0] = scale_x
+    matrix[0, 2] = scale_x * (-0.5 * size_input[0] + 0.5 * size[0])
+    matrix[1, 1] = scale_y
+    matrix[1, 2] = scale_y * (-0.5 * size_input[1] + 0.5 * size[1])
+    return matrix
+
+
+def official_udp_transform_preds(coords, center, size, output_size):
+    """MMPose v0.29.0 transform_preds(coords, center, scale, [W, H], use_udp=True), transcribed."""
+    scale_x = size[0] / (output_size[1] - 1.0)
+    scale_y = size[1] / (output_size[0] - 1.0)
+    out = np.array(coords, np.float64)
+    out[:, 0] = coords[:, 0] * scale_x + center[0] - size[0] * 0.5
+    out[:, 1] = coords[:, 1] * scale_y + center[1] - size[1] * 0.5
+    return out
+
+
+def test_the_udp_geometry_is_mmposes():
+    centers, sizes = boxes_to_center_scale(BOXES[:7])  # the finite, non-huge ones: float32 matrices
+    forward, _ = crop_transforms(centers, sizes, INPUT, udp=True)
+    _, to_image = crop_transforms(centers, sizes, HEATMAP, udp=True)
+    points = np.random.default_rng(3).uniform(-2, 64, (len(centers), 17, 2))
+    for i in range(len(centers)):
+        official = official_udp_warp_matrix(centers[i], sizes[i], INPUT)
+        np.testing.assert_allclose(forward[i], official, rtol=1e-6, atol=1e-4)
+        expected = official_udp_transform_preds(points[i], centers[i], sizes[i], HEATMAP)
+        np.testing.assert_allclose(transform_points(points[i:i + 1], to_image[i:i + 1])[0], expected, atol=1e-3)
+    # The box's edges land on the first and last pixel centres, of the input and of the heatmap.
+    for size, matrices in ((INPUT, forward), (HEATMAP, crop_transforms(centers, sizes, HEATMAP, udp=True)[0])):
+        corners = np.stack([centers - sizes / 2, centers + sizes / 2], axis=1)  # (N, 2, 2)
+        mapped = transform_points(corners, matrices)
+        np.testing.assert_allclose(mapped[:, 0], 0, atol=1e-3)
+        np.testing.assert_allclose(mapped[:, 1], np.broadcast_to([size[1] - 1, size[0] - 1], (len(centers), 2)), atol=1e-3)
 
 
 def test_non_finite_boxes_are_flagged_with_finite_placeholders():

@@ -12,13 +12,15 @@ from app.skeleton import flip_index
 H, W, K = 64, 48, 17
 # heatmap px: "equal" to the official decoder. Measured: quarter 0.0 (bit for bit); dark at most
 # 3.8e-6, one float32 step of a coordinate between 32 and 64 (its local path computes the Taylor step
-# in float64 without the reference's rescale, app.decode._local_dark; the product asks for 1e-4).
+# in float64 without the reference's rescale, app.decode._local_dark; the product asks for 1e-4);
+# dark-udp 0.0 (bit for bit) on every heatmap size a model gives (multiples of 8).
 EXACT = 1e-5
 
 
 def assert_official(heatmaps, method):
-    """decode_heatmaps (NHWC) equals the official decoder (NCHW) on the same float32 heatmaps."""
-    coords, scores = decode_heatmaps(heatmaps, method)
+    """decode_heatmaps (NHWC) equals the official decoder (NCHW) on the same float32 heatmaps.
+    method: "quarter", "dark", or "dark-udp" (decode_heatmaps(..., "dark", udp=True))."""
+    coords, scores = decode_heatmaps(heatmaps, method.removesuffix("-udp"), udp=method.endswith("-udp"))
     expected, maxvals = OFFICIAL[method](nchw(heatmaps))
     assert np.isfinite(expected).all()
     np.testing.assert_array_equal(scores, maxvals[..., 0])
@@ -92,20 +94,21 @@ def heatmap_cases():
 CASES = heatmap_cases()
 
 
-@pytest.mark.parametrize("method", ["quarter", "dark"])
+@pytest.mark.parametrize("method", ["quarter", "dark", "dark-udp"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_decoding_equals_the_official_decoder(method, case):
     assert_official(CASES[case], method)
 
 
-@pytest.mark.parametrize("method", ["quarter", "dark"])
+@pytest.mark.parametrize("method", ["quarter", "dark", "dark-udp"])
 @pytest.mark.parametrize("case", ["clean on the borders", "weak on the borders + noise 0.03", "noisy 0.1"])
 def test_flip_test_equals_the_official_flip_then_decode(method, case):
     heatmaps = CASES[case]
     rng = np.random.default_rng(5)
     mirrored = (heatmaps[:, :, ::-1] + rng.normal(0, 0.02, heatmaps.shape)).astype(np.float32)
-    ours = (heatmaps + flip_back(mirrored, flip_index())) * 0.5  # as app.pose does
-    official = official_flip_average(nchw(heatmaps), nchw(mirrored))
+    shift = not method.endswith("-udp")  # MMPose's UDP configs: shift_heatmap=False
+    ours = (heatmaps + flip_back(mirrored, flip_index(), shift=shift)) * 0.5  # as app.pose does
+    official = official_flip_average(nchw(heatmaps), nchw(mirrored), shift=shift)
     np.testing.assert_array_equal(nchw(ours), official)  # bit for bit
     assert_official(np.ascontiguousarray(ours), method)
 
@@ -122,19 +125,50 @@ class TwoAnswerRunner:
         return self.answers.pop(0)
 
 
-@pytest.mark.parametrize("method", ["quarter", "dark"])
+@pytest.mark.parametrize("method", ["quarter", "dark", "dark-udp"])
 def test_the_estimators_flip_test_is_the_official_one(method):
     # Through PoseEstimator itself: the heatmaps it decodes are the official flip average, bit for bit.
     from app.pose import PoseConfig, PoseEstimator
 
     heatmaps = CASES["weak on the borders + noise 0.03"][:3]
     mirrored = np.ascontiguousarray(CASES["noisy 0.1"][:3, :, ::-1])
-    estimator = PoseEstimator(TwoAnswerRunner(heatmaps, mirrored), PoseConfig(flip=True, decode=method))
+    udp = method.endswith("-udp")
+    config = PoseConfig(flip=True, decode=method.removesuffix("-udp"), udp=udp)
+    estimator = PoseEstimator(TwoAnswerRunner(heatmaps, mirrored), config)
     boxes = np.array([[10, 20, 110, 220], [50, 60, 90, 160], [0, 0, 300, 400]], np.float32)
     result = estimator.estimate(np.zeros((480, 640, 3), np.uint8), boxes, return_heatmaps=True)
-    official = official_flip_average(nchw(heatmaps), nchw(mirrored))
+    official = official_flip_average(nchw(heatmaps), nchw(mirrored), shift=not udp)
     np.testing.assert_array_equal(nchw(result.heatmaps), official)
     assert_official(result.heatmaps, method)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (24, 16), (64, 48), (96, 72)])
+def test_udp_dark_equals_the_official_on_every_model_heatmap_size(size):
+    # The local 13 x 13 patches reflect at the map's edges as cv2 does: on small maps a patch reflects
+    # more than once. Heatmaps are a quarter of inputs that are multiples of 32.
+    h, w = size
+    rng = np.random.default_rng(h * w)
+    centres = np.stack([rng.uniform(-1, w, (6, K)), rng.uniform(-1, h, (6, K))], axis=-1)
+    clean = render_gaussians(centres, np.ones((6, K), bool), size=size)
+    noisy = clean * rng.uniform(0.05, 1, (6, 1, 1, K)) + rng.normal(0, 0.05, clean.shape)
+    for maps in (clean, noisy):
+        assert_official(np.ascontiguousarray(maps, np.float32), "dark-udp")
+
+
+def test_udp_dark_leaves_peaks_that_are_not_one_and_noise_stays_finite():
+    maps = CASES["flat, empty, negative, plateau"]
+    coords, scores = decode_heatmaps(maps, "dark", udp=True)
+    argmax, _ = argmax_heatmaps(maps)
+    not_positive = scores <= 0
+    assert not_positive.any()
+    np.testing.assert_array_equal(coords[not_positive], 0)
+    # 0.5 everywhere (map 1): zero gradient, so the regularised step is zero (no NaN from the
+    # singular Hessian).
+    np.testing.assert_array_equal(coords[1], argmax[1])
+    for case in ("noise only", "random widths, heights, noise"):
+        coords, _ = decode_heatmaps(CASES[case], "dark", udp=True)
+        assert np.isfinite(coords).all() and (coords >= 0).all()
+        assert (coords[..., 0] <= W - 1).all() and (coords[..., 1] <= H - 1).all()
 
 
 def test_the_cases_reach_every_branch_of_the_official_rules():

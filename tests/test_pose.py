@@ -176,3 +176,30 @@ def test_a_runner_that_takes_uint8_gets_the_crops_and_the_same_keypoints():
     assert seen["uint8"].dtype == np.uint8 and seen["float32"].dtype == np.float32
     np.testing.assert_array_equal(normalize(seen["uint8"]), seen["float32"])
     np.testing.assert_array_equal(as_uint8.keypoints, as_float.keypoints)
+
+
+def test_a_udp_model_comes_back_to_the_ground_truth_only_with_its_geometry():
+    # The oracle renders what a network trained with UDP's geometry gives: the same heatmaps decoded
+    # with the SimpleBaseline geometry land up to 3 input pixels off (the ends of the rows no longer
+    # line up), which is the error a UDP checkpoint converted without its flag would make.
+    frame, boxes, truth = scene(5, seed=2)
+    errors = {}
+    for udp in (True, False):
+        runner = OracleRunner(truth, boxes, udp=True)
+        result = PoseEstimator(runner, PoseConfig(udp=udp)).estimate(frame, boxes)
+        errors[udp] = np.linalg.norm(result.keypoints - truth[..., :2], axis=-1, keepdims=True) / heatmap_pixels(result)
+    assert errors[True].mean() <= 0.05
+    assert errors[False].mean() >= 0.25
+
+
+def test_a_udp_flip_test_has_no_residual_shift():
+    # Under UDP a mirrored input gives the exactly mirrored heatmap, so flip_back must not shift it
+    # (MMPose's UDP configs: shift_heatmap=False); the average then sits on the truth, where the
+    # SimpleBaseline flip test keeps its 0.125 px residual (test above). Shifting would put it 0.5 px right.
+    frame, boxes, truth = scene(6, seed=1)
+    runner = OracleRunner(truth, boxes, udp=True)
+    result = PoseEstimator(runner, PoseConfig(flip=True, udp=True)).estimate(frame, boxes)
+    offset = (result.keypoints - truth[..., :2]) / heatmap_pixels(result)
+    assert abs(offset[..., 0].mean()) <= 0.02
+    assert abs(offset[..., 1].mean()) <= 0.02
+    assert runner.calls == [(6, False), (6, True)]
