@@ -10,8 +10,9 @@ transcriptions of them and checks equality):
   v0.6.0 / v0.29.0 mmpose/core/evaluation/top_down_eval.py `keypoints_from_heatmaps` with
   post_process='default' (the 71.8 AP of res50_coco_256x192).
 - dark: MMPose v0.29.0 (same in v0.6.0) `keypoints_from_heatmaps` with post_process='unbiased' (its
-  `_gaussian_blur` and `_taylor`; the 72.4 AP of res50_coco_256x192_dark), with one change: a Taylor
-  step that would take the keypoint off the heatmap is clipped to its edge.
+  `_gaussian_blur` and `_taylor`; the 72.4 AP of res50_coco_256x192_dark), with its configs' blur
+  kernel for the heatmap size (dark_kernel) and one change: a Taylor step that would take the keypoint
+  off the heatmap is clipped to its edge.
 - dark for UDP checkpoints (`udp=True`): MMPose v0.29.0 `post_dark_udp`, what `keypoints_from_heatmaps`
   runs with use_udp=True (the 76.0 AP of hrnet_w32_coco_256x192_udp), with the same clip.
 """
@@ -24,6 +25,17 @@ DECODE_METHODS = ("dark", "quarter", "argmax")
 # MMPose's test_cfg modulate_kernel=11, blurred with cv2.GaussianBlur(..., (11, 11), 0): sigma 0 lets
 # cv2 derive it from the size, 0.3 * ((11 - 1) / 2 - 1) + 0.8 = 2, the sigma the targets had.
 DARK_KERNEL = 11
+# Its 384 x 288 configs (96 x 72 heatmaps, targets of sigma 3) blur with modulate_kernel=17 (sigma
+# 2.9), the DARK and the UDP ones alike (MMPose v0.29.0 configs/body/2d_kpt_sview_rgb_img/
+# topdown_heatmap/coco/*_384x288_{dark,udp}.py).
+DARK_KERNEL_LARGE = 17
+
+
+def dark_kernel(heatmap_height: int) -> int:
+    """The blur kernel MMPose decodes DARK with for heatmaps this tall: 11 for its 64 x 48 maps (256 x
+    192 inputs), 17 for its 96 x 72 (384 x 288); other sizes take the nearer of the two."""
+    return DARK_KERNEL_LARGE if heatmap_height >= 80 else DARK_KERNEL
+
 DARK_LOG_FLOOR = 1e-10  # `np.log(np.maximum(blurred, 1e-10))` in keypoints_from_heatmaps
 _CV_MAX_CHANNELS = 128  # cv2 filters take at most this many channels at once (OpenCV 5)
 
@@ -81,7 +93,7 @@ def _quarter_offsets(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return (offsets * inside[..., None]).astype(np.float32)
 
 
-def _blur_hwnk(heatmaps: np.ndarray) -> np.ndarray:
+def _blur_hwnk(heatmaps: np.ndarray, kernel: int = DARK_KERNEL) -> np.ndarray:
     """MMPose's `_gaussian_blur` without its rescale: heatmaps (N, H, W, K) -> (H, W, N, K) float32.
 
     MMPose pads each map with 5 zeros a side and blurs with cv2's default border; every output pixel
@@ -95,12 +107,13 @@ def _blur_hwnk(heatmaps: np.ndarray) -> np.ndarray:
     blurred = np.empty_like(stacked)
     for start in range(0, n * k, _CV_MAX_CHANNELS):
         part = stacked[:, :, start:start + _CV_MAX_CHANNELS]
-        out = cv2.GaussianBlur(part, (DARK_KERNEL, DARK_KERNEL), 0, borderType=cv2.BORDER_CONSTANT)
+        out = cv2.GaussianBlur(part, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
         blurred[:, :, start:start + _CV_MAX_CHANNELS] = out.reshape(h, w, -1)
     return blurred.reshape(h, w, n, k)
 
 
-def _dark_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _dark_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray, kernel: int = DARK_KERNEL
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """DARK (Zhang et al., CVPR 2020) Taylor step from the argmax, as MMPose v0.29.0 `_taylor`.
 
     A Gaussian's log is a quadratic, so one Newton step from the argmax on log(blurred heatmap) lands
@@ -130,13 +143,14 @@ def _dark_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -
     people, joints = np.nonzero((x > 1) & (x < w - 2) & (y > 1) & (y < h - 2))
     if len(people) == 0:
         return offsets, stepped
-    found, sure = _local_dark(heatmaps, people, joints, x[people, joints], y[people, joints], peaks[people, joints])
+    found, sure = _local_dark(heatmaps, people, joints, x[people, joints], y[people, joints], peaks[people, joints],
+                              kernel)
     offsets[people[sure], joints[sure]] = found[sure]
     stepped[people[sure], joints[sure]] = True
     rest = ~sure
     if rest.any():
         p, j = people[rest], joints[rest]
-        found, ok = _whole_map_dark(heatmaps[p, :, :, j], x[p, j], y[p, j], peaks[p, j])
+        found, ok = _whole_map_dark(heatmaps[p, :, :, j], x[p, j], y[p, j], peaks[p, j], kernel)
         offsets[p[ok], j[ok]] = found[ok]
         stepped[p[ok], j[ok]] = True
     return offsets, stepped
@@ -146,12 +160,11 @@ def _dark_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -
 # bounded, see _local_dark), half the 1e-4 px the product asks of DARK, for margin.
 DARK_LOCAL_TOLERANCE = 5e-5
 _STENCIL = 2  # the Taylor step reads the blurred map up to 2 px from the argmax
-_RADIUS = DARK_KERNEL // 2 + _STENCIL  # raw pixels those read: 7 each side, a 15 x 15 patch
 _FLOAT32_EPS = 2.0 ** -24  # unit roundoff of float32, the reference's arithmetic
 
 
 def _local_dark(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarray, x: np.ndarray, y: np.ndarray,
-                peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                peaks: np.ndarray, kernel: int = DARK_KERNEL) -> tuple[np.ndarray, np.ndarray]:
     """The Taylor step of M joints from the 13 blurred pixels it reads around their argmax x, y (M,).
 
     heatmaps (N, H, W, K); people, joints (M,) which maps; peaks (M,) their maxima (> 0). Returns
@@ -180,7 +193,7 @@ def _local_dark(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarray, x:
     rounding, should a cv2 build round it differently), within DARK_LOCAL_TOLERANCE. Ill-conditioned
     Hessians (noise, flat tops) fail it and take the whole map.
     """
-    values = _blurred_stencil(heatmaps, people, joints, x, y).astype(np.float64)  # (13, M)
+    values = _blurred_stencil(heatmaps, people, joints, x, y, kernel).astype(np.float64)  # (13, M)
     m = len(people)
     sure = (values >= DARK_LOG_FLOOR * 1.001).all(axis=0)  # the floor cannot bite
     offsets = np.zeros((m, 2), np.float32)
@@ -221,14 +234,15 @@ _STENCIL_WEIGHTS = np.array([
 ])
 
 
-def _blurred_stencil(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarray, x: np.ndarray, y: np.ndarray
-                     ) -> np.ndarray:
+def _blurred_stencil(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarray, x: np.ndarray, y: np.ndarray,
+                     kernel: int = DARK_KERNEL) -> np.ndarray:
     """The reference's blurred maps (before its rescale) at the 13 stencil pixels around x, y (M,):
     heatmaps (N, H, W, K), people, joints (M,) -> (13, M) float32, in _STENCIL_POINTS order.
     Each joint's 15 x 15 raw patch (zeros off the map) side by side in one image, one cv2 call."""
     m = len(people)
     n, h, w, k = heatmaps.shape
-    span = np.arange(-_RADIUS, _RADIUS + 1)
+    radius = kernel // 2 + _STENCIL  # raw pixels the stencil's blurred pixels read (7 for kernel 11)
+    span = np.arange(-radius, radius + 1)
     size = len(span)
     rows = y[None, :] + span[:, None]  # (15, M)
     cols = x[:, None] + span[None, :]  # (M, 15)
@@ -247,11 +261,11 @@ def _blurred_stencil(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarra
     # loop too, on this machine; tests/test_decode.py).
     image = np.zeros((size, m * size + 16), np.float32)
     image[:, :m * size] = strip.reshape(size, m * size)
-    blurred = cv2.GaussianBlur(image, (DARK_KERNEL, DARK_KERNEL), 0, borderType=cv2.BORDER_CONSTANT)
-    return blurred[:, :m * size].reshape(size, m, size)[_RADIUS + _STENCIL_DY, :, _RADIUS + _STENCIL_DX]
+    blurred = cv2.GaussianBlur(image, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
+    return blurred[:, :m * size].reshape(size, m, size)[radius + _STENCIL_DY, :, radius + _STENCIL_DX]
 
 
-def _whole_map_dark(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.ndarray
+def _whole_map_dark(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.ndarray, kernel: int = DARK_KERNEL
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The reference's steps for M maps (M, H, W) with argmax x, y and maxima peaks (M,), all inside
     the stencil's range: whole-map blur, rescale, float32 log and np.linalg.inv, bit for bit.
@@ -259,11 +273,11 @@ def _whole_map_dark(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.nd
     m, h, w = maps.shape
     # As the reference, each map padded with 5 zeros, but side by side in one single-channel image
     # (one cv2 call, its fast path); 16 more columns as in _blurred_stencil.
-    pad = DARK_KERNEL // 2
+    pad = kernel // 2
     image = np.zeros((h + 2 * pad, m * (w + 2 * pad) + 16), np.float32)
     tiles = image[:, :m * (w + 2 * pad)].reshape(h + 2 * pad, m, w + 2 * pad)
     tiles[pad:-pad, :, pad:-pad] = maps.transpose(1, 0, 2)
-    blurred = cv2.GaussianBlur(image, (DARK_KERNEL, DARK_KERNEL), 0, borderType=cv2.BORDER_CONSTANT)
+    blurred = cv2.GaussianBlur(image, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
     blurred = blurred[:, :m * (w + 2 * pad)].reshape(h + 2 * pad, m, w + 2 * pad)[pad:-pad, :, pad:-pad]  # (H, M, W)
     blurred = blurred.transpose(0, 2, 1)  # (H, W, M)
     offsets = np.zeros((m, 2), np.float32)
@@ -318,7 +332,6 @@ def _inverse_2x2(matrices: np.ndarray) -> np.ndarray:
 # argmax, each axis clamped onto the map (the reference pads the log map by repeating its edge).
 _UDP_POINTS = {"c": (0, 0), "x+": (1, 0), "x-": (-1, 0), "y+": (0, 1), "y-": (0, -1), "++": (1, 1), "--": (-1, -1)}
 _UDP_FLOOR, _UDP_CEILING = 0.001, 50.0  # the reference's np.clip before the log
-_UDP_RADIUS = DARK_KERNEL // 2 + 1  # raw pixels the 3 x 3 blurred values read: 6 each side
 
 
 def _reflect101(index: np.ndarray, size: int) -> np.ndarray:
@@ -330,17 +343,19 @@ def _reflect101(index: np.ndarray, size: int) -> np.ndarray:
     return np.where(index > size - 1, period - index, index)
 
 
-def _dark_udp_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray) -> np.ndarray:
-    """UDP's DARK step from the argmax, as MMPose v0.29.0 `post_dark_udp` (kernel 11): (N, K, 2) float64.
+def _dark_udp_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray, kernel: int = DARK_KERNEL
+                      ) -> np.ndarray:
+    """UDP's DARK step from the argmax, as MMPose v0.29.0 `post_dark_udp`: (N, K, 2) float64.
 
-    heatmaps (N, H, W, K); coords (N, K, 2) their argmax; peaks (N, K) their maxima. The reference blurs
-    every whole map (cv2.GaussianBlur 11 x 11, sigma 2, cv2's default border: reflected, unlike DARK's
-    zero padding), clips to [0.001, 50], takes the log, pads it by repeating the edge and takes one
-    Newton step -(H + eps I)^-1 g from finite differences over one pixel each side, wherever the peak
-    is, the map's edge included. Here only the 3 x 3 blurred pixels around each argmax are computed:
-    each joint's 13 x 13 raw patch (reflected at the map's edges as cv2 reflects) side by side in one
-    image and one cv2.GaussianBlur call, whose middle 3 x 3 reads only its own patch; the clip, log,
-    differences and the float64 inverse are the reference's operations in its order and precision
+    heatmaps (N, H, W, K); coords (N, K, 2) their argmax; peaks (N, K) their maxima; kernel: the blur's
+    size (dark_kernel). The reference blurs every whole map (cv2.GaussianBlur kernel x kernel, sigma
+    0, cv2's default border: reflected, unlike DARK's zero padding), clips to [0.001, 50], takes the
+    log, pads it by repeating the edge and takes one Newton step -(H + eps I)^-1 g from finite
+    differences over one pixel each side, wherever the peak is, the map's edge included. Here only
+    the 3 x 3 blurred pixels around each argmax are computed: each joint's (kernel + 2)-square raw
+    patch (reflected at the map's edges as cv2 reflects), side by side in one image and one
+    cv2.GaussianBlur call, whose middle 3 x 3 reads only its own patch; the clip, log, differences and
+    the float64 inverse are the reference's operations in its order and precision
     (tests/test_decode.py checks the result against a transcription of it).
 
     Not in the reference: a joint whose peak is not positive is not stepped (decode_heatmaps puts it
@@ -354,7 +369,8 @@ def _dark_udp_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarra
         return offsets
     x = coords[people, joints, 0].astype(np.int64)
     y = coords[people, joints, 1].astype(np.int64)
-    span = np.arange(-_UDP_RADIUS, _UDP_RADIUS + 1)
+    radius = kernel // 2 + 1  # raw pixels the 3 x 3 blurred values read: 6 each side for kernel 11
+    span = np.arange(-radius, radius + 1)
     size = len(span)
     rows = _reflect101(y[None, :] + span[:, None], h)  # (13, M)
     cols = _reflect101(x[:, None] + span[None, :], w)  # (M, 13)
@@ -363,13 +379,13 @@ def _dark_udp_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarra
     # 16 more zero columns, as in _blurred_stencil: cv2's vector loop computes every pixel kept.
     image = np.zeros((size, m * size + 16), np.float32)
     image[:, :m * size] = flat.take(index).reshape(size, m * size)
-    blurred = cv2.GaussianBlur(image, (DARK_KERNEL, DARK_KERNEL), 0)[:, :m * size].reshape(size, m, size)
+    blurred = cv2.GaussianBlur(image, (kernel, kernel), 0)[:, :m * size].reshape(size, m, size)
     logs = {}
     for name, (dx, dy) in _UDP_POINTS.items():
         # The reference's edge padding: a neighbour off the map reads the edge pixel, i.e. offset 0.
         ox = np.where((x + dx < 0) | (x + dx > w - 1), 0, dx)
         oy = np.where((y + dy < 0) | (y + dy > h - 1), 0, dy)
-        values = blurred[_UDP_RADIUS + oy, np.arange(m), _UDP_RADIUS + ox]
+        values = blurred[radius + oy, np.arange(m), radius + ox]
         logs[name] = np.log(np.clip(values, np.float32(_UDP_FLOOR), np.float32(_UDP_CEILING)))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         # float32 differences in the reference's order (its rounding depends on it).
@@ -395,7 +411,8 @@ def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark", udp: bool = Fals
     "quarter" (the official SimpleBaseline quarter-pixel shift) or "argmax" (integer peak).
     udp: the heatmaps come from a checkpoint trained with UDP (app.crop.crop_transforms); "dark" then
     is UDP's own DARK step (MMPose v0.29.0 `post_dark_udp`, what its UDP checkpoints' APs were
-    measured with); the other methods are the same.
+    measured with); the other methods are the same. DARK's blur kernel follows the heatmap size as
+    MMPose's configs (dark_kernel: 11 for 64 x 48, 17 for 96 x 72).
     Returns (coords (N, K, 2) float32 x, y in heatmap pixels, scores (N, K) float32 = peak value of the
     raw heatmap). Every coordinate lies on the map, 0 <= x <= W - 1 and 0 <= y <= H - 1.
     """
@@ -407,11 +424,13 @@ def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark", udp: bool = Fals
         return coords, scores
     if method == "quarter":
         return coords + _quarter_offsets(heatmaps, coords), scores
+    kernel = dark_kernel(heatmaps.shape[1])
     if udp:
         # float32 minus the float64 step, rounded once, as the reference's in-place `coords -= ...`.
-        stepped = (coords.astype(np.float64) + _dark_udp_offsets(heatmaps, coords, scores)).astype(np.float32)
+        offsets = _dark_udp_offsets(heatmaps, coords, scores, kernel)
+        stepped = (coords.astype(np.float64) + offsets).astype(np.float32)
         return clip_to_map(stepped, heatmaps.shape[1:3]), scores
-    offsets, _ = _dark_offsets(heatmaps, coords, scores)
+    offsets, _ = _dark_offsets(heatmaps, coords, scores, kernel)
     return clip_to_map(coords + offsets, heatmaps.shape[1:3]), scores
 
 

@@ -5,10 +5,11 @@ Written from the sources, independently of app.decode (nothing here imports it):
   MMPose v0.6.0 mmpose/core/evaluation/top_down_eval.py `_get_max_preds` (non-positive peak -> 0, 0).
 - quarter: Microsoft `get_final_preds` (TEST.POST_PROCESS) and MMPose v0.29.0 `keypoints_from_heatmaps`,
   post_process='default'.
-- dark: MMPose v0.29.0 `keypoints_from_heatmaps`, post_process='unbiased', kernel 11: `_gaussian_blur`,
+- dark: MMPose v0.29.0 `keypoints_from_heatmaps`, post_process='unbiased', kernel = test_cfg
+  modulate_kernel (11 in the 256x192 configs, 17 in the 384x288 ones): `_gaussian_blur`,
   np.log(np.maximum(., 1e-10)), `_taylor`; then the product's one change, the clip to the map.
 - dark_udp: MMPose v0.29.0 `keypoints_from_heatmaps` with use_udp=True, target_type='GaussianHeatmap',
-  kernel 11: `post_dark_udp` as written (vectorised, whole-map blur); then the product's two changes: a
+  kernel as dark: `post_dark_udp` as written (vectorised, whole-map blur); then the product's two changes: a
   non-positive peak is not stepped (v0.29.0 steps from -1), and the clip to the map.
 - flip: MMPose v0.29.0 `flip_back` (post_transforms.py), shift_heatmap in
   TopdownHeatmapSimpleHead.inference_model (False in the UDP configs), (a + b) / 2 in TopDown.forward_test.
@@ -78,12 +79,12 @@ def official_taylor(heatmap, coord):
     return coord
 
 
-def official_dark(heatmaps, clip=True):
+def official_dark(heatmaps, clip=True, kernel=11):
     heatmaps = heatmaps.copy()
     preds, maxvals = official_max_preds(heatmaps)
     n, k, h, w = heatmaps.shape
     with np.errstate(divide="ignore", invalid="ignore"):  # all-zero maps: 0 / 0 in the rescale
-        logs = np.log(np.maximum(official_gaussian_blur(heatmaps, 11), 1e-10))
+        logs = np.log(np.maximum(official_gaussian_blur(heatmaps, kernel), 1e-10))
     for i in range(n):
         for j in range(k):
             preds[i][j] = official_taylor(logs[i][j], preds[i][j])
@@ -93,14 +94,14 @@ def official_dark(heatmaps, clip=True):
     return preds, maxvals
 
 
-def official_dark_udp(heatmaps, clip=True):
+def official_dark_udp(heatmaps, clip=True, kernel=11):
     heatmaps = heatmaps.copy()
     preds, maxvals = official_max_preds(heatmaps)
     start = preds.copy()
     n, k, h, w = heatmaps.shape
     for maps in heatmaps:
         for heatmap in maps:
-            cv2.GaussianBlur(heatmap, (11, 11), 0, heatmap)
+            cv2.GaussianBlur(heatmap, (kernel, kernel), 0, heatmap)
     np.clip(heatmaps, 0.001, 50, heatmaps)
     np.log(heatmaps, heatmaps)
     pad = np.pad(heatmaps, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge").flatten()
