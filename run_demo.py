@@ -242,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
         if info.get("trained") is False:
             print(f"warning: {weights} holds UNTRAINED weights (for tests): the keypoints mean nothing",
                   file=sys.stderr)
-        return _load_and_run(args, weights, network_label(info), source)
+        return _load_and_run(args, weights, network_label(info), source, udp=info["udp"])
     finally:
         source.close()  # run() closes it too; this covers a model that fails to load
 
@@ -267,7 +267,8 @@ def check_detector_file(model: str) -> None:
                             ".pt, .onnx or .tflite file")
 
 
-def _load_and_run(args: argparse.Namespace, weights, network: str, source) -> int:
+def _load_and_run(args: argparse.Namespace, weights, network: str, source, udp: bool = False) -> int:
+    """udp: the weights were trained with UDP's geometry (their JSON says so); crops and decoding follow."""
     # The device decides the Keras backend, which must be set before anything imports keras.
     from app.device import choose_devices
 
@@ -313,11 +314,11 @@ def _load_and_run(args: argparse.Namespace, weights, network: str, source) -> in
                                                  half=args.half or args.precision == "f16"))
         runner = load_runner(weights, runtime=args.runtime, device=devices.pose_device, half=args.half,
                              precision=args.precision)
-        print(_startup_line(network, runner, detector), file=sys.stderr)
+        print(_startup_line(network + (" UDP" if udp else ""), runner, detector), file=sys.stderr)
         for note in getattr(runner, "notes", ()):  # what --runtime auto picked; a precision not honoured
             print(note, file=sys.stderr)
         options.runs_on = hud_line(runner.device, runner.precision, detector.device)
-        estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode))
+        estimator = PoseEstimator(runner, PoseConfig(flip=args.flip, decode=args.decode, udp=udp))
         pipeline = PosePipeline(detector, estimator, pipeline_config)
     show = display is not None and display.ok
     count = run(options, pipeline, source, show, screen=display.screen if show else None)

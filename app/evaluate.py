@@ -289,9 +289,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def pose_config(args: argparse.Namespace) -> PoseConfig:
-    """The estimator settings the command line asks for."""
-    return PoseConfig(flip=args.flip, decode=args.decode, max_batch=args.batch)
+def pose_config(args: argparse.Namespace, udp: bool = False) -> PoseConfig:
+    """The estimator settings the command line asks for; udp: the weights' JSON says they were
+    trained with UDP's geometry."""
+    return PoseConfig(flip=args.flip, decode=args.decode, max_batch=args.batch, udp=udp)
 
 
 def check_inputs(args: argparse.Namespace):
@@ -335,12 +336,16 @@ def _main(args: argparse.Namespace) -> int:
     with native_noise_filtered(enabled=not args.debug):
         from app.runtime import load_runner  # lazily: it imports ONNX Runtime / OpenVINO (Keras only if needed)
 
-        runner = load_runner(args.weights, runtime=args.runtime, device=devices.pose_device,
+        from app.weights import read_sidecar, resolve_weights
+
+        weights = resolve_weights(args.weights)  # MissingWeightsError / WeightsError: one line
+        udp = read_sidecar(weights)["udp"]
+        runner = load_runner(weights, runtime=args.runtime, device=devices.pose_device,
                              precision=args.precision)
-    print(f"pose model: {runner.engine}, {runner.device}, {runner.precision}")
+    print(f"pose model: {runner.engine}, {runner.device}, {runner.precision}{', UDP geometry' if udp else ''}")
     for note in getattr(runner, "notes", ()):
         print(note)
-    estimator = PoseEstimator(runner, pose_config(args))
+    estimator = PoseEstimator(runner, pose_config(args, udp))
     run(args, estimator, inputs)
     return 0
 

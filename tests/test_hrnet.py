@@ -4,6 +4,7 @@ the refusals, and the demo and evaluation running it."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -315,8 +316,21 @@ def small_w32(module_tmp):
     return weights.convert(src, folder / "hrnet_small.weights.h5", input_size=(128, 96))
 
 
-def test_run_demo_runs_hrnet_with_flip_and_dark(small_w32, dancer_video, detector_path, tmp_path):
-    """Random weights: frames and the start-up line, not poses."""
+@pytest.fixture(scope="module")
+def small_w32_udp(small_w32, module_tmp):
+    """The same network, its JSON saying it was trained with UDP's geometry (as `convert` writes for a
+    `*_udp*` file)."""
+    folder = module_tmp("hrnet_small_udp")
+    path = folder / "hrnet_small_udp.weights.h5"
+    shutil.copyfile(small_w32, path)
+    info = json.loads(weights.sidecar_path(small_w32).read_text())
+    weights.sidecar_path(path).write_text(json.dumps({**info, "udp": True}))
+    return path
+
+
+def test_run_demo_runs_hrnet_with_flip_and_dark(small_w32_udp, dancer_video, detector_path, tmp_path):
+    """Random weights: frames and the start-up line, not poses. The UDP file: its start-up line says so."""
+    small_w32 = small_w32_udp
     out_json = tmp_path / "out.json"
     env = dict(os.environ, YOLO_OFFLINE="1")
     env.pop("DISPLAY", None)
@@ -327,14 +341,14 @@ def test_run_demo_runs_hrnet_with_flip_and_dark(small_w32, dancer_video, detecto
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "HRNet-W32 128x96" in completed.stderr
+    assert "HRNet-W32 UDP 128x96" in completed.stderr
     frames = json.loads(out_json.read_text())["frames"]
     assert len(frames) == 4
     assert all(len(person["keypoints"]) == 51 for frame in frames for person in frame["people"])
     assert sum(len(frame["people"]) for frame in frames) >= 4
 
 
-def test_evaluate_scores_hrnet(small_w32, coco_subset, tmp_path, capsys):
+def test_evaluate_scores_hrnet_and_follows_the_udp_in_its_json(small_w32, small_w32_udp, coco_subset, tmp_path, capsys):
     from app.evaluate import main
 
     annotations, images = coco_subset
@@ -344,10 +358,19 @@ def test_evaluate_scores_hrnet(small_w32, coco_subset, tmp_path, capsys):
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
     subset = tmp_path / "subset.json"
     subset.write_text(json.dumps(data))
-    out = tmp_path / "results.json"
-    code = main(["--annotations", str(subset), "--images", str(images), "--weights", str(small_w32),
-                 "--runtime", "onnx", "--device", "cpu", "--flip", "--out", str(out), "--no-progress"])
-    assert code == 0, capsys.readouterr().err
-    results = json.loads(out.read_text())
-    assert results and all(len(r["keypoints"]) == 51 and np.isfinite(r["keypoints"]).all() for r in results)
-    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in capsys.readouterr().out
+    keypoints = {}
+    for name, path in (("plain", small_w32), ("udp", small_w32_udp)):
+        out = tmp_path / f"{name}.json"
+        code = main(["--annotations", str(subset), "--images", str(images), "--weights", str(path),
+                     "--runtime", "onnx", "--device", "cpu", "--flip", "--out", str(out), "--no-progress"])
+        assert code == 0, capsys.readouterr().err
+        results = json.loads(out.read_text())
+        assert results and all(len(r["keypoints"]) == 51 and np.isfinite(r["keypoints"]).all() for r in results)
+        printed = capsys.readouterr().out
+        assert "Average Precision  (AP) @[ IoU=0.50:0.95" in printed
+        assert ("UDP geometry" in printed) == (name == "udp")
+        keypoints[name] = np.array([r["keypoints"] for r in results]).reshape(len(results), -1, 3)[..., :2]
+    # The same network and heatmaps read with the other geometry: the keypoints move (UDP's crops
+    # are a pixel narrower and its heatmap pixels line up edge to edge).
+    moved = np.linalg.norm(keypoints["udp"] - keypoints["plain"], axis=-1)
+    assert keypoints["udp"].shape == keypoints["plain"].shape and moved.mean() > 0.1

@@ -417,6 +417,42 @@ def test_names_give_stem_and_input_size():
     assert weights.expected_sha256_prefix(weights.MODEL_ZOO["res50_coco_256x192"].url) == "ec54d7f3"
 
 
+def test_names_say_udp_and_udps_regression_variant_is_refused():
+    assert weights.udp_from_name("hrnet_w32_coco_256x192_udp-aba0be42_20210220.pth")
+    assert weights.udp_from_name("td-hm_hrnet-w48_udp-8xb32-210e_coco-256x192-3a3d6e1a_20220913.pth")
+    assert weights.udp_from_name("MY_MODEL.UDP.pth")
+    assert not weights.udp_from_name("hrnet_w32_coco_256x192_dark-07f147eb_20200812.pth")
+    assert not weights.udp_from_name("updated_udpose_256x192.pth")  # udp inside another word
+    with pytest.raises(WeightsError, match="regression variant.*download hrnet_w32_coco_256x192_udp"):
+        weights.udp_from_name("hrnet_w32_coco_256x192_udp_regress-be2dbba4_20210222.pth")
+
+
+def test_a_udp_checkpoint_records_its_geometry_and_the_flag_overrides_the_name(
+    reference, checkpoint_dir, expected, batch, tmp_path, capsys
+):
+    src = save_mmpose(reference, checkpoint_dir / "res50_coco_256x192_udp-00000000_20210220.pth")
+    assert weights.main(["convert", str(src), str(tmp_path / "udp.weights.h5")]) == 0
+    assert "SimpleBaseline-R50, 17 joints, 256x192, UDP" in capsys.readouterr().out
+    assert json.loads((tmp_path / "udp.json").read_text())["udp"] is True
+    assert weights.read_sidecar(tmp_path / "udp.weights.h5")["udp"] is True
+    assert_parity(tmp_path / "udp.weights.h5", expected, batch)  # the same network, only the geometry differs
+    assert weights.main(["convert", str(src), str(tmp_path / "plain.weights.h5"), "--no-udp"]) == 0
+    assert "256x192)" in capsys.readouterr().out
+    assert weights.read_sidecar(tmp_path / "plain.weights.h5")["udp"] is False
+
+
+def test_a_sidecar_without_udp_is_not_udp_and_a_wrong_udp_is_refused(converted, tmp_path):
+    info = json.loads(weights.sidecar_path(converted).read_text())
+    info.pop("udp", None)  # as every file converted before UDP was read
+    lone = tmp_path / "old.weights.h5"
+    lone.write_bytes(b"x")
+    weights.sidecar_path(lone).write_text(json.dumps(info))
+    assert weights.read_sidecar(lone)["udp"] is False
+    weights.sidecar_path(lone).write_text(json.dumps({**info, "udp": "yes"}))
+    with pytest.raises(WeightsError, match=r"\(udp 'yes' is not true or false\); convert again"):
+        weights.read_sidecar(lone)
+
+
 # --- download ----------------------------------------------------------------------------------------
 
 class Routes(dict):
@@ -577,12 +613,14 @@ def test_unreadable_checkpoint_is_one_line(microsoft_checkpoint, tmp_path, capsy
 
 def test_every_zoo_entry_names_its_file_size_and_checksum():
     """A typo in MODEL_ZOO would send users a wrong file or a wrong input size: each entry's file is
-    named after the entry, carries a checksum prefix, and its HxW is the entry's input size."""
+    named after the entry, carries a checksum prefix, and its HxW is the entry's input size; the UDP
+    ones are read as UDP from their names, the others not."""
     for name, entry in weights.MODEL_ZOO.items():
         file_name = entry.url.rsplit("/", 1)[1]
         assert file_name.startswith(name + "-"), (name, file_name)
         assert re.fullmatch(r"[0-9a-f]{8}", weights.expected_sha256_prefix(entry.url))
         assert weights.input_size_from_name(file_name) == entry.input_size, name
+        assert weights.udp_from_name(file_name) == name.endswith("_udp"), name
         assert 0.6 < entry.coco_ap < 0.8, name
 
 

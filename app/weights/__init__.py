@@ -5,8 +5,9 @@
     python -m app.weights convert SRC.pth [DST]  # a checkpoint you already have
 
 A converted model is two files in weights/: `<name>.weights.h5` (Keras weights) and `<name>.json`
-(source, its sha256, backbone and depth, widen_factor or width, num_joints, input_size), which
-`load_pose_model` builds the network from.
+(source, its sha256, backbone and depth, widen_factor or width, num_joints, input_size, udp), which
+`load_pose_model` builds the network from; "udp": true for a checkpoint trained with UDP's unbiased
+geometry (its file name says `udp`, or `convert --udp`), which app.pose then crops and decodes with.
 
 Three networks convert, told apart by their keys (infer_network): SimpleBaseline-ResNet
 (models/simple_baseline.py), SimpleBaseline-MobileNetV2 (models/mobilenet_v2.py, MMPose's
@@ -49,6 +50,7 @@ from app.weights.conversion import (
     convert,
     input_size_from_name,
     input_size_problem,
+    udp_from_name,
 )
 from app.weights.zoo import (
     ACCEPT_FLAG,
@@ -71,5 +73,5 @@ __all__ = [
     "download", "download_url", "expected_sha256_prefix", "fetch", "infer_architecture", "infer_network",
     "input_size_from_name", "input_size_problem", "load_pose_model", "main", "network_label",
     "normalize_state_dict", "read_checkpoint", "read_sidecar", "resolve_weights", "sha256_of", "sidecar_path",
-    "_load_pickle",
+    "udp_from_name", "_load_pickle",
 ]

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     convert_cmd.add_argument("--input-size", type=_size, help="HxW the model is built for (default: from the file name, else 256x192)")
     convert_cmd.add_argument("--joints", type=int, help="refuse a checkpoint with another number of joints")
     convert_cmd.add_argument("--overwrite", action="store_true", help="replace an existing converted model at DST")
+    convert_cmd.add_argument("--udp", action=argparse.BooleanOptionalAction, default=None,
+                             help="the checkpoint was trained with UDP's unbiased geometry (default: when its "
+                                  "file name says udp, as MMPose names them); crops and decoding then follow it")
 
     zoo = ", ".join(f"{name} (AP {entry.coco_ap:.3f})" for name, entry in MODEL_ZOO.items())
     download_cmd = commands.add_parser(
@@ -69,13 +72,14 @@ def _main(args: argparse.Namespace) -> int:
             raise WeightsError(f"--input-size {args.input_size[0]}x{args.input_size[1]}: {problem}")
         with native_noise_filtered(enabled=not args.debug):
             path = convert(args.src, args.dst, input_size=args.input_size, num_joints=args.joints,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, udp=args.udp)
     else:
         with native_noise_filtered(enabled=not args.debug):
             path = download(args.name, args.dir, base_url=args.url, timeout=args.timeout,
                             accept_unverified=args.accept_unverified)
     info = read_sidecar(path)
     height, width = info["input_size"]
-    print(f"wrote {path} ({network_label(info)}, {info['num_joints']} joints, {height}x{width})")
+    udp = ", UDP" if info["udp"] else ""
+    print(f"wrote {path} ({network_label(info)}, {info['num_joints']} joints, {height}x{width}{udp})")
     return 0
 

@@ -55,6 +55,22 @@ def input_size_problem(size: tuple[int, int]) -> str | None:
 
 
 
+def udp_from_name(name: str) -> bool:
+    """Whether a checkpoint's file name says it was trained with UDP: MMPose names them
+    `hrnet_w32_coco_256x192_udp-aba0be42_20210220.pth` (0.x) and `td-hm_hrnet-w32_udp-8xb64-...` (1.x).
+
+    Raises WeightsError for UDP's regression variant (`..._udp_regress-...`): its head predicts an
+    offset map beside each heatmap (MMPose's CombinedTarget, 3 channels a joint), which no decoder
+    here reads; converted as heatmaps its keypoints would be wrong without a word.
+    """
+    tokens = re.split(r"[^a-z0-9]+", name.lower())
+    if "udp" in tokens and "regress" in tokens:
+        raise WeightsError(f"{name} is UDP's regression variant (offset maps beside the heatmaps), which "
+                           "this demo cannot decode; use the heatmap one, e.g. "
+                           "`python -m app.weights download hrnet_w32_coco_256x192_udp`")
+    return "udp" in tokens
+
+
 def convert(
     src: str | Path,
     dst: str | Path | None = None,
@@ -62,6 +78,7 @@ def convert(
     num_joints: int | None = None,
     source: str | None = None,
     overwrite: bool = True,
+    udp: bool | None = None,
 ) -> Path:
     """Convert a PyTorch SimpleBaseline checkpoint into `dst` (a .weights.h5) and its JSON sidecar.
 
@@ -69,7 +86,9 @@ def convert(
     the file name, else 256 x 192 (the network is fully convolutional; the size only fixes the
     Keras input). num_joints, when given, must match the checkpoint. source is what the sidecar
     records as the origin (a URL for downloads), the path by default. overwrite False: OutputError
-    when dst or its sidecar exists (the command line's default). Returns dst.
+    when dst or its sidecar exists (the command line's default). udp: the checkpoint was trained with
+    UDP's geometry (recorded in the sidecar; app.pose then crops and decodes as it was trained);
+    None: when its file name says so (udp_from_name), as MMPose names them. Returns dst.
 
     A checkpoint holding NaN or infinite weights converts with a warning on stderr. The disk must
     hold the weights (float32) and a margin: else, and when a write fails, OutputError "disk full"
@@ -81,6 +100,7 @@ def convert(
     if not dst.name.endswith(KERAS_SUFFIX):
         raise WeightsError(f"output {dst} must end in {KERAS_SUFFIX} (the Keras weights format)")
     input_size = tuple(input_size or input_size_from_name(src.name) or DEFAULT_INPUT_SIZE)
+    udp = udp_from_name(src.name) if udp is None else bool(udp)
     if dst.is_dir():
         raise OutputError(f"{dst} is a folder; give a file name ending in {KERAS_SUFFIX}")
     if not overwrite and (existing := [p for p in (dst, sidecar_path(dst)) if p.exists()]):
@@ -100,6 +120,7 @@ def convert(
         "layout": layout,
         **network,
         "input_size": list(input_size),
+        "udp": udp,
     }
     _check_space(dst, sum(value.size * 4 for value in state.values()))
     try:

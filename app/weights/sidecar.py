@@ -1,4 +1,5 @@
-"""The JSON sidecar beside a converted `<name>.weights.h5`: source, its sha256, the network, input size."""
+"""The JSON sidecar beside a converted `<name>.weights.h5`: source, its sha256, the network, input
+size, and whether it was trained with UDP's geometry ("udp")."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def read_sidecar(weights_path: Path) -> dict:
         height, width = (int(v) for v in size)
         if (problem := input_size_problem((height, width))) is not None:
             raise ValueError(f"input_size {height}x{width}: {problem}")
+        udp = info.get("udp", False)  # absent in files converted before UDP was read
+        if not isinstance(udp, bool):
+            raise ValueError(f"udp {udp!r} is not true or false")
     except FileNotFoundError:
         raise WeightsError(f"{path} is missing, so {weights_path} cannot be built; convert again: {CONVERT_HINT}") from None
     except (ValueError, KeyError, TypeError, OverflowError) as error:  # json.JSONDecodeError is a ValueError
@@ -45,5 +49,5 @@ def read_sidecar(weights_path: Path) -> dict:
             raise WeightsError(f"{path} is a folder, not the weights description; "
                                f"convert again: {CONVERT_HINT}") from None
         raise WeightsError(f"cannot read {path} ({error.strerror or error}); convert again: {CONVERT_HINT}") from None
-    return {**info, **network, "num_joints": joints, "input_size": (height, width)}
+    return {**info, **network, "num_joints": joints, "input_size": (height, width), "udp": udp}
 

@@ -111,6 +111,23 @@ MODEL_ZOO = {
     "hrnet_w48_coco_384x288_dark": ZooCheckpoint(
         "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w48_coco_384x288_dark-e881a4b6_20210203.pth",
         (384, 288), 0.772),
+    # HRNet trained with UDP's unbiased data processing (Huang et al., CVPR 2020): the best of
+    # MMPose's heatmap models for COCO. The "_udp" in each name makes the conversion record it, so the
+    # crops and the decoding follow (app.pose PoseConfig.udp). From MMPose 0.x @ v0.29.0,
+    # configs/body/2d_kpt_sview_rgb_img/topdown_heatmap/coco/hrnet_udp_coco.md (the 1.x model zoo
+    # links the same files).
+    "hrnet_w32_coco_256x192_udp": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/udp/hrnet_w32_coco_256x192_udp-aba0be42_20210220.pth",
+        (256, 192), 0.760),
+    "hrnet_w32_coco_384x288_udp": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/udp/hrnet_w32_coco_384x288_udp-e97c1a0f_20210223.pth",
+        (384, 288), 0.769),
+    "hrnet_w48_coco_256x192_udp": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/udp/hrnet_w48_coco_256x192_udp-2554c524_20210223.pth",
+        (256, 192), 0.767),
+    "hrnet_w48_coco_384x288_udp": ZooCheckpoint(
+        "https://download.openmmlab.com/mmpose/top_down/udp/hrnet_w48_coco_384x288_udp-0f89c63e_20210223.pth",
+        (384, 288), 0.772),
 }
 DEFAULT_CHECKPOINT = "res50_coco_256x192"
 
