@@ -96,7 +96,7 @@ class OracleEstimator:
 
     `app.evaluate.evaluate` only calls `estimate(frame, boxes)`; the ground truth of the image is found
     from the boxes it is given (ground-truth boxes are distinct per image), then the REAL PoseEstimator
-    does all the work with the oracle as its model.
+    does all the work with the oracle as its model (trained with UDP's geometry when config.udp).
     truth: {image_id: (keypoints (M, K, 3), boxes (M, 4) xyxy)}.
     """
 
@@ -114,7 +114,7 @@ class OracleEstimator:
         raise AssertionError("oracle: boxes that match no image's ground truth")
 
     def estimate(self, frame_bgr, boxes, return_heatmaps=False):
-        runner = OracleRunner(self._find(boxes), boxes, mirror_index=self._mirror_index)
+        runner = OracleRunner(self._find(boxes), boxes, mirror_index=self._mirror_index, udp=self.config.udp)
         result = PoseEstimator(runner, self.config).estimate(frame_bgr, boxes, return_heatmaps)
         self.runner_calls.extend(runner.calls)
         return result
