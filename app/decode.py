@@ -13,8 +13,8 @@ transcriptions of them and checks equality):
   `_gaussian_blur` and `_taylor`; the 72.4 AP of res50_coco_256x192_dark), with its configs' blur
   kernel for the heatmap size (dark_kernel) and one change: a Taylor step that would take the keypoint
   off the heatmap is clipped to its edge.
-- dark for UDP checkpoints (`udp=True`): MMPose v0.29.0 `post_dark_udp`, what `keypoints_from_heatmaps`
-  runs with use_udp=True (the 76.0 AP of hrnet_w32_coco_256x192_udp), with the same clip.
+- dark for UDP checkpoints (`udp=True`): MMPose 1.x `refine_keypoints_dark_udp` (UDPHeatmap.decode; the
+  76.2 AP of hrnet_w32_coco_256x192_udp in its model zoo), with the blur kernel and the clip as dark.
 """
 
 import cv2
@@ -238,15 +238,16 @@ def _blurred_stencil(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarra
                      kernel: int = DARK_KERNEL) -> np.ndarray:
     """The reference's blurred maps (before its rescale) at the 13 stencil pixels around x, y (M,):
     heatmaps (N, H, W, K), people, joints (M,) -> (13, M) float32, in _STENCIL_POINTS order.
-    Each joint's 15 x 15 raw patch (zeros off the map) side by side in one image, one cv2 call."""
+    Each joint's raw patch (zeros off the map; 15 x 15 for kernel 11) side by side in one image, one
+    cv2 call."""
     m = len(people)
     n, h, w, k = heatmaps.shape
     radius = kernel // 2 + _STENCIL  # raw pixels the stencil's blurred pixels read (7 for kernel 11)
     span = np.arange(-radius, radius + 1)
     size = len(span)
-    rows = y[None, :] + span[:, None]  # (15, M)
-    cols = x[:, None] + span[None, :]  # (M, 15)
-    # One flat gather, straight into the strip's layout (15, M, 15): patch i in columns 15 i .. 15 i + 14.
+    rows = y[None, :] + span[:, None]  # (S, M)
+    cols = x[:, None] + span[None, :]  # (M, S)
+    # One flat gather, straight into the strip's layout (S, M, S): patch i in columns S i .. S i + S - 1.
     flat = np.ascontiguousarray(heatmaps).reshape(-1)
     # (np.minimum/np.maximum: np.clip costs more than the gather for a few joints.)
     index = ((people * (h * w * k) + joints)[None, :, None]
@@ -265,21 +266,27 @@ def _blurred_stencil(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarra
     return blurred[:, :m * size].reshape(size, m, size)[radius + _STENCIL_DY, :, radius + _STENCIL_DX]
 
 
-def _whole_map_dark(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.ndarray, kernel: int = DARK_KERNEL
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's steps for M maps (M, H, W) with argmax x, y and maxima peaks (M,), all inside
-    the stencil's range: whole-map blur, rescale, float32 log and np.linalg.inv, bit for bit.
-    Returns (offsets (M, 2) float32, stepped (M,) bool)."""
+def _blur_side_by_side(maps: np.ndarray, kernel: int) -> np.ndarray:
+    """MMPose's `_gaussian_blur` / 1.x `gaussian_blur` before its rescale, of M whole maps (M, H, W)
+    -> (H, W, M) float32: each map padded with kernel // 2 zeros, the maps side by side in one
+    single-channel image (one cv2 call, its fast path); 16 more columns as in _blurred_stencil."""
     m, h, w = maps.shape
-    # As the reference, each map padded with 5 zeros, but side by side in one single-channel image
-    # (one cv2 call, its fast path); 16 more columns as in _blurred_stencil.
     pad = kernel // 2
     image = np.zeros((h + 2 * pad, m * (w + 2 * pad) + 16), np.float32)
     tiles = image[:, :m * (w + 2 * pad)].reshape(h + 2 * pad, m, w + 2 * pad)
     tiles[pad:-pad, :, pad:-pad] = maps.transpose(1, 0, 2)
     blurred = cv2.GaussianBlur(image, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
     blurred = blurred[:, :m * (w + 2 * pad)].reshape(h + 2 * pad, m, w + 2 * pad)[pad:-pad, :, pad:-pad]  # (H, M, W)
-    blurred = blurred.transpose(0, 2, 1)  # (H, W, M)
+    return blurred.transpose(0, 2, 1)  # (H, W, M)
+
+
+def _whole_map_dark(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.ndarray, kernel: int = DARK_KERNEL
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's steps for M maps (M, H, W) with argmax x, y and maxima peaks (M,), all inside
+    the stencil's range: whole-map blur, rescale, float32 log and np.linalg.inv, bit for bit.
+    Returns (offsets (M, 2) float32, stepped (M,) bool)."""
+    m, h, w = maps.shape
+    blurred = _blur_side_by_side(maps, kernel)  # (H, W, M)
     offsets = np.zeros((m, 2), np.float32)
     blurred_max = blurred.max(axis=(0, 1))
     nonzero = blurred_max != 0
@@ -328,80 +335,85 @@ def _inverse_2x2(matrices: np.ndarray) -> np.ndarray:
         return out
 
 
-# UDP's DARK (MMPose v0.29.0 `post_dark_udp`): the 7 log values its stencil reads, (dx, dy) from the
-# argmax, each axis clamped onto the map (the reference pads the log map by repeating its edge).
-_UDP_POINTS = {"c": (0, 0), "x+": (1, 0), "x-": (-1, 0), "y+": (0, 1), "y-": (0, -1), "++": (1, 1), "--": (-1, -1)}
-_UDP_FLOOR, _UDP_CEILING = 0.001, 50.0  # the reference's np.clip before the log
+# UDP's DARK (MMPose 1.x `refine_keypoints_dark_udp`): the 7 log values its stencil reads, (dx, dy)
+# from the argmax.
+_UDP_POINTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)]
+_UDP_FLOOR, _UDP_CEILING = 1e-3, 50.0  # the reference's np.clip before the log
+_EPS_DIAGONAL = float(np.finfo(np.float32).eps)  # `hessian + np.finfo(np.float32).eps * np.eye(2)`
 
 
-def _reflect101(index: np.ndarray, size: int) -> np.ndarray:
-    """cv2's BORDER_REFLECT_101 (cv2.GaussianBlur's default border): ... 2 1 | 0 1 2 ... n-1 | n-2 ..."""
-    if size == 1:
-        return np.zeros_like(index)
-    period = 2 * (size - 1)
-    index = np.mod(index, period)
-    return np.where(index > size - 1, period - index, index)
+def _udp_neighbours(x: np.ndarray, y: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (7, M) x and y of the _UDP_POINTS from argmax x, y (M,), each axis clamped onto the map
+    of size (H, W): the reference pads the log map by repeating its edge, so a neighbour off the map
+    reads the edge pixel, which is the argmax's own row or column."""
+    h, w = size
+    dx = np.array([p[0] for p in _UDP_POINTS])[:, None]
+    dy = np.array([p[1] for p in _UDP_POINTS])[:, None]
+    ox = np.where((x[None, :] + dx < 0) | (x[None, :] + dx > w - 1), 0, dx)
+    oy = np.where((y[None, :] + dy < 0) | (y[None, :] + dy > h - 1), 0, dy)
+    return ox, oy
 
 
 def _dark_udp_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarray, kernel: int = DARK_KERNEL
                       ) -> np.ndarray:
-    """UDP's DARK step from the argmax, as MMPose v0.29.0 `post_dark_udp`: (N, K, 2) float64.
+    """UDP's DARK step from the argmax, as MMPose 1.x `refine_keypoints_dark_udp` (UDPHeatmap.decode):
+    (N, K, 2) float64.
 
-    heatmaps (N, H, W, K); coords (N, K, 2) their argmax; peaks (N, K) their maxima; kernel: the blur's
-    size (dark_kernel). The reference blurs every whole map (cv2.GaussianBlur kernel x kernel, sigma
-    0, cv2's default border: reflected, unlike DARK's zero padding), clips to [0.001, 50], takes the
-    log, pads it by repeating the edge and takes one Newton step -(H + eps I)^-1 g from finite
-    differences over one pixel each side, wherever the peak is, the map's edge included. Here only
-    the 3 x 3 blurred pixels around each argmax are computed: each joint's (kernel + 2)-square raw
-    patch (reflected at the map's edges as cv2 reflects), side by side in one image and one
-    cv2.GaussianBlur call, whose middle 3 x 3 reads only its own patch; the clip, log, differences and
-    the float64 inverse are the reference's operations in its order and precision
-    (tests/test_decode.py checks the result against a transcription of it).
+    heatmaps (N, H, W, K); coords (N, K, 2) their argmax; peaks (N, K) their maxima; kernel: the
+    blur's size (dark_kernel). The reference blurs every whole map as DARK does (zero-padded,
+    rescaled to the map's maximum), clips to [0.001, 50], takes the log, pads it by repeating the
+    edge and takes one Newton step -(H + eps I)^-1 g, eps float32's, from finite differences over one
+    pixel each side, wherever the peak is, the map's edge included. MMPose 0.x's `post_dark_udp`
+    differs in its blur (cv2's reflected border, no rescale): on sigma-2 Gaussians within 3 px of the
+    edge it misplaces joints by 0.69 heatmap px on average where 1.x's blur gives 0.25 (an ad-hoc
+    comparison of the two transcriptions), and MMPose 1.x lists the same checkpoints at 76.2 AP
+    against 0.x's 76.0.
 
+    The reference's own operations on whole maps (_whole_map_udp), bit for bit (tests/test_decode.py):
+    0.23-0.28 ms a person in batches of 32 (`python -m benchmarks.decode_bench`, this project's 2-core
+    AMD EPYC), DARK's local path 0.07. A local path as DARK's was tried: with UDP's one-pixel
+    stencil and eps-regularised inverse its rounding bound certified only 2-18% of clean joints, so it
+    saved nothing; UDP's checkpoints are HRNets, whose forward costs far more.
     Not in the reference: a joint whose peak is not positive is not stepped (decode_heatmaps puts it
-    at (0, 0); v0.29.0 steps from -1 off the map), nor one whose step is not finite.
+    at (0, 0); MMPose steps from -1 off the map), nor one whose step is not finite.
     """
     n, h, w, k = heatmaps.shape
     offsets = np.zeros((n, k, 2))
     people, joints = np.nonzero(peaks > 0)
-    m = len(people)
-    if m == 0:
+    if len(people) == 0:
         return offsets
     x = coords[people, joints, 0].astype(np.int64)
     y = coords[people, joints, 1].astype(np.int64)
-    radius = kernel // 2 + 1  # raw pixels the 3 x 3 blurred values read: 6 each side for kernel 11
-    span = np.arange(-radius, radius + 1)
-    size = len(span)
-    rows = _reflect101(y[None, :] + span[:, None], h)  # (13, M)
-    cols = _reflect101(x[:, None] + span[None, :], w)  # (M, 13)
-    flat = np.ascontiguousarray(heatmaps, np.float32).reshape(-1)
-    index = ((people * (h * w * k) + joints)[None, :, None] + (rows * (w * k))[:, :, None] + (cols * k)[None, :, :])
-    # 16 more zero columns, as in _blurred_stencil: cv2's vector loop computes every pixel kept.
-    image = np.zeros((size, m * size + 16), np.float32)
-    image[:, :m * size] = flat.take(index).reshape(size, m * size)
-    blurred = cv2.GaussianBlur(image, (kernel, kernel), 0)[:, :m * size].reshape(size, m, size)
-    logs = {}
-    for name, (dx, dy) in _UDP_POINTS.items():
-        # The reference's edge padding: a neighbour off the map reads the edge pixel, i.e. offset 0.
-        ox = np.where((x + dx < 0) | (x + dx > w - 1), 0, dx)
-        oy = np.where((y + dy < 0) | (y + dy > h - 1), 0, dy)
-        values = blurred[radius + oy, np.arange(m), radius + ox]
-        logs[name] = np.log(np.clip(values, np.float32(_UDP_FLOOR), np.float32(_UDP_CEILING)))
+    found = _whole_map_udp(heatmaps[people, :, :, joints], x, y, peaks[people, joints], kernel)
+    ok = np.isfinite(found).all(axis=-1)
+    offsets[people[ok], joints[ok]] = found[ok]
+    return offsets
+
+
+def _whole_map_udp(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.ndarray, kernel: int) -> np.ndarray:
+    """The reference's steps for M maps (M, H, W) with argmax x, y and maxima peaks (M,) > 0: whole-map
+    blur, rescale, clip, float32 log and differences, float64 inverse. Returns (M, 2) float64 (NaN
+    where the blurred map's maximum is 0, where the reference would divide by it)."""
+    m, h, w = maps.shape
+    blurred = _blur_side_by_side(maps, kernel)  # (H, W, M)
+    blurred_max = blurred.max(axis=(0, 1))
+    nonzero = blurred_max != 0
+    ratio = np.divide(peaks.astype(np.float32), blurred_max, out=np.zeros_like(blurred_max), where=nonzero)
+    ox, oy = _udp_neighbours(x, y, (h, w))
+    index = np.arange(m)[None, :]
+    values = blurred[y[None, :] + oy, x[None, :] + ox, index] * ratio  # (7, M) float32, as `heatmaps[k] *= ...`
+    i_, ix1, ix1_, iy1, iy1_, ix1y1, ix1_y1_ = np.log(np.clip(values, np.float32(_UDP_FLOOR), np.float32(_UDP_CEILING)))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        # float32 differences in the reference's order (its rounding depends on it).
-        i_, ix1, ix1_, iy1, iy1_ = logs["c"], logs["x+"], logs["x-"], logs["y+"], logs["y-"]
+        # The reference's float32 expressions in its order (its rounding depends on it).
         dx = 0.5 * (ix1 - ix1_)
         dy = 0.5 * (iy1 - iy1_)
         dxx = ix1 - 2 * i_ + ix1_
         dyy = iy1 - 2 * i_ + iy1_
-        dxy = 0.5 * (logs["++"] - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + logs["--"])
-        # + float32 eps on the diagonal, in float64 as the reference (np.eye is float64): never
-        # exactly singular on a flat top.
-        hessian = np.stack([dxx, dxy, dxy, dyy], axis=-1).reshape(m, 2, 2) + np.finfo(np.float32).eps * np.eye(2)
-        step = -(_inverse_2x2(hessian) @ np.stack([dx, dy], axis=-1)[..., None])[..., 0]  # (M, 2) float64
-    ok = np.isfinite(step).all(axis=-1)
-    offsets[people[ok], joints[ok]] = step[ok]
-    return offsets
+        dxy = 0.5 * (ix1y1 - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + ix1_y1_)
+        hessian = np.stack([dxx, dxy, dxy, dyy], axis=-1).reshape(m, 2, 2) + _EPS_DIAGONAL * np.eye(2)
+        steps = -(_inverse_2x2(hessian) @ np.stack([dx, dy], axis=-1)[..., None])[..., 0]
+    steps[~nonzero] = np.nan
+    return steps
 
 
 def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark", udp: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -410,8 +422,7 @@ def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark", udp: bool = Fals
     method: "dark" (MMPose's 'unbiased' DARK Taylor refinement, argmax where it cannot step),
     "quarter" (the official SimpleBaseline quarter-pixel shift) or "argmax" (integer peak).
     udp: the heatmaps come from a checkpoint trained with UDP (app.crop.crop_transforms); "dark" then
-    is UDP's own DARK step (MMPose v0.29.0 `post_dark_udp`, what its UDP checkpoints' APs were
-    measured with); the other methods are the same. DARK's blur kernel follows the heatmap size as
+    is UDP's own DARK step (MMPose 1.x `refine_keypoints_dark_udp`); the other methods are the same. DARK's blur kernel follows the heatmap size as
     MMPose's configs (dark_kernel: 11 for 64 x 48, 17 for 96 x 72).
     Returns (coords (N, K, 2) float32 x, y in heatmap pixels, scores (N, K) float32 = peak value of the
     raw heatmap). Every coordinate lies on the map, 0 <= x <= W - 1 and 0 <= y <= H - 1.

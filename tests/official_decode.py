@@ -8,9 +8,11 @@ Written from the sources, independently of app.decode (nothing here imports it):
 - dark: MMPose v0.29.0 `keypoints_from_heatmaps`, post_process='unbiased', kernel = test_cfg
   modulate_kernel (11 in the 256x192 configs, 17 in the 384x288 ones): `_gaussian_blur`,
   np.log(np.maximum(., 1e-10)), `_taylor`; then the product's one change, the clip to the map.
-- dark_udp: MMPose v0.29.0 `keypoints_from_heatmaps` with use_udp=True, target_type='GaussianHeatmap',
-  kernel as dark: `post_dark_udp` as written (vectorised, whole-map blur); then the product's two changes: a
-  non-positive peak is not stepped (v0.29.0 steps from -1), and the clip to the map.
+- dark_udp: MMPose 1.x mmpose/codecs/utils/refinement.py `refine_keypoints_dark_udp` (UDPHeatmap.decode),
+  kernel as dark: its `gaussian_blur` (post_processing.py, the same steps as 0.x's `_gaussian_blur`),
+  clip, log, edge padding, the one-pixel stencil, as written (per person, vectorised over joints); then
+  the product's two changes: a non-positive peak is not stepped (MMPose steps from -1), and the clip to
+  the map.
 - flip: MMPose v0.29.0 `flip_back` (post_transforms.py), shift_heatmap in
   TopdownHeatmapSimpleHead.inference_model (False in the UDP configs), (a + b) / 2 in TopDown.forward_test.
 """
@@ -99,9 +101,8 @@ def official_dark_udp(heatmaps, clip=True, kernel=11):
     preds, maxvals = official_max_preds(heatmaps)
     start = preds.copy()
     n, k, h, w = heatmaps.shape
-    for maps in heatmaps:
-        for heatmap in maps:
-            cv2.GaussianBlur(heatmap, (kernel, kernel), 0, heatmap)
+    with np.errstate(divide="ignore", invalid="ignore"):  # all-zero maps: 0 / 0 in the rescale
+        heatmaps = official_gaussian_blur(heatmaps, kernel)  # 1.x `gaussian_blur` is the same function
     np.clip(heatmaps, 0.001, 50, heatmaps)
     np.log(heatmaps, heatmaps)
     pad = np.pad(heatmaps, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge").flatten()

@@ -148,9 +148,8 @@ def test_the_estimators_flip_test_is_the_official_one(method):
 @pytest.mark.parametrize("method", ["dark", "dark-udp"])
 @pytest.mark.parametrize("size", [(8, 8), (24, 16), (64, 48), (96, 72)])
 def test_dark_equals_the_official_on_every_model_heatmap_size(size, method):
-    # The local patches stop at (DARK: zeros) or reflect at (UDP: as cv2 does, more than once on small
-    # maps) the map's edges. Heatmaps are a quarter of inputs that are multiples of 32; 96 x 72 (384 x
-    # 288 inputs, targets of sigma 3) blurs with MMPose's 17 x 17 kernel.
+    # Heatmaps are a quarter of inputs that are multiples of 32; 96 x 72 (384 x 288 inputs, targets
+    # of sigma 3) blurs with MMPose's 17 x 17 kernel; on 8 x 8 the kernel is wider than the map.
     h, w = size
     sigma = 3.0 if h == 96 else 2.0
     rng = np.random.default_rng(h * w)
