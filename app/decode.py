@@ -398,12 +398,14 @@ def _whole_map_udp(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.nda
     blurred = _blur_side_by_side(maps, kernel)  # (H, W, M)
     blurred_max = blurred.max(axis=(0, 1))
     nonzero = blurred_max != 0
-    ratio = np.divide(peaks.astype(np.float32), blurred_max, out=np.zeros_like(blurred_max), where=nonzero)
     ox, oy = _udp_neighbours(x, y, (h, w))
     index = np.arange(m)[None, :]
-    values = blurred[y[None, :] + oy, x[None, :] + ox, index] * ratio  # (7, M) float32, as `heatmaps[k] *= ...`
-    i_, ix1, ix1_, iy1, iy1_, ix1y1, ix1_y1_ = np.log(np.clip(values, np.float32(_UDP_FLOOR), np.float32(_UDP_CEILING)))
+    # (Non-finite maps, never a real network's, give NaN steps here, which the caller does not take.)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        ratio = np.divide(peaks.astype(np.float32), blurred_max, out=np.zeros_like(blurred_max), where=nonzero)
+        values = blurred[y[None, :] + oy, x[None, :] + ox, index] * ratio  # (7, M) float32, as `heatmaps[k] *= ...`
+        i_, ix1, ix1_, iy1, iy1_, ix1y1, ix1_y1_ = np.log(np.clip(values, np.float32(_UDP_FLOOR),
+                                                                  np.float32(_UDP_CEILING)))
         # The reference's float32 expressions in its order (its rounding depends on it).
         dx = 0.5 * (ix1 - ix1_)
         dy = 0.5 * (iy1 - iy1_)

@@ -143,9 +143,14 @@ heatmap_recipes = st.tuples(
 )
 
 
+def decode(heatmaps: np.ndarray, method: str):
+    """decode_heatmaps; "dark-udp": "dark" for a model trained with UDP."""
+    return decode_heatmaps(heatmaps, method.removesuffix("-udp"), udp=method.endswith("-udp"))
+
+
 def check_decoded(heatmaps: np.ndarray, method: str) -> None:
     n, h, w, k = heatmaps.shape
-    coords, scores = decode_heatmaps(heatmaps, method)
+    coords, scores = decode(heatmaps, method)
     assert coords.shape == (n, k, 2) and scores.shape == (n, k)
     assert np.isfinite(coords).all() and np.isfinite(scores).all()
     np.testing.assert_array_equal(scores, heatmaps.max(axis=(1, 2)))  # the raw peak value
@@ -153,7 +158,7 @@ def check_decoded(heatmaps: np.ndarray, method: str) -> None:
     assert np.all(coords[..., 1] >= 0) and np.all(coords[..., 1] <= h - 1), coords[..., 1]
 
 
-@pytest.mark.parametrize("method", ["dark", "quarter", "argmax"])
+@pytest.mark.parametrize("method", ["dark", "quarter", "argmax", "dark-udp"])
 @FAST
 @given(recipe=heatmap_recipes)
 @example(recipe=("normal", 1, 1.0, 1.0, (1, HEATMAP, 1)))  # the official DARK step lands at x = 50.8
@@ -168,7 +173,7 @@ def test_decoded_keypoints_stay_on_the_heatmap(method, recipe):
         # And they are the official decoder's, clipped to the map (DARK steps that run off it are
         # clipped, not refused), wherever the official one gives a number: on denormal maps that
         # blur to 0 it divides by 0 and returns NaN, where app.decode keeps the argmax.
-        coords, _ = decode_heatmaps(heatmaps, method)
+        coords, _ = decode(heatmaps, method)
         with np.errstate(all="ignore"):
             expected, _ = OFFICIAL[method](nchw(heatmaps))
         finite = np.isfinite(expected).all(axis=-1)
