@@ -93,7 +93,7 @@ def _quarter_offsets(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return (offsets * inside[..., None]).astype(np.float32)
 
 
-def _blur_hwnk(heatmaps: np.ndarray, kernel: int = DARK_KERNEL) -> np.ndarray:
+def _blur_hwnk(heatmaps: np.ndarray) -> np.ndarray:
     """MMPose's `_gaussian_blur` without its rescale: heatmaps (N, H, W, K) -> (H, W, N, K) float32.
 
     MMPose pads each map with 5 zeros a side and blurs with cv2's default border; every output pixel
@@ -107,7 +107,7 @@ def _blur_hwnk(heatmaps: np.ndarray, kernel: int = DARK_KERNEL) -> np.ndarray:
     blurred = np.empty_like(stacked)
     for start in range(0, n * k, _CV_MAX_CHANNELS):
         part = stacked[:, :, start:start + _CV_MAX_CHANNELS]
-        out = cv2.GaussianBlur(part, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
+        out = cv2.GaussianBlur(part, (DARK_KERNEL, DARK_KERNEL), 0, borderType=cv2.BORDER_CONSTANT)
         blurred[:, :, start:start + _CV_MAX_CHANNELS] = out.reshape(h, w, -1)
     return blurred.reshape(h, w, n, k)
 
@@ -266,10 +266,15 @@ def _blurred_stencil(heatmaps: np.ndarray, people: np.ndarray, joints: np.ndarra
     return blurred[:, :m * size].reshape(size, m, size)[radius + _STENCIL_DY, :, radius + _STENCIL_DX]
 
 
-def _blur_side_by_side(maps: np.ndarray, kernel: int) -> np.ndarray:
-    """MMPose's `_gaussian_blur` / 1.x `gaussian_blur` before its rescale, of M whole maps (M, H, W)
-    -> (H, W, M) float32: each map padded with kernel // 2 zeros, the maps side by side in one
-    single-channel image (one cv2 call, its fast path); 16 more columns as in _blurred_stencil."""
+def _mmpose_blur(maps: np.ndarray, peaks: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MMPose's `_gaussian_blur` (1.x: `gaussian_blur`) of M whole maps (M, H, W) with maxima peaks (M,):
+    (blurred (H, W, M) float32 before the rescale, ratio (M,) float32 the rescale, nonzero (M,) bool).
+
+    Each map padded with kernel // 2 zeros, as the reference, but the maps side by side in one
+    single-channel image (one cv2 call, its fast path); 16 more columns as in _blurred_stencil. The
+    reference then multiplies each blurred map by `origin_max / np.max(blurred)`; a caller multiplies
+    only the values it reads by `ratio`, the same float32 operations, so they are the same numbers.
+    nonzero is False where the blurred map's maximum is 0 (the reference divides by it; ratio 0)."""
     m, h, w = maps.shape
     pad = kernel // 2
     image = np.zeros((h + 2 * pad, m * (w + 2 * pad) + 16), np.float32)
@@ -277,7 +282,12 @@ def _blur_side_by_side(maps: np.ndarray, kernel: int) -> np.ndarray:
     tiles[pad:-pad, :, pad:-pad] = maps.transpose(1, 0, 2)
     blurred = cv2.GaussianBlur(image, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
     blurred = blurred[:, :m * (w + 2 * pad)].reshape(h + 2 * pad, m, w + 2 * pad)[pad:-pad, :, pad:-pad]  # (H, M, W)
-    return blurred.transpose(0, 2, 1)  # (H, W, M)
+    blurred = blurred.transpose(0, 2, 1)  # (H, W, M)
+    blurred_max = blurred.max(axis=(0, 1))
+    nonzero = blurred_max != 0
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite maps (never a real network's)
+        ratio = np.divide(peaks.astype(np.float32), blurred_max, out=np.zeros_like(blurred_max), where=nonzero)
+    return blurred, ratio, nonzero
 
 
 def _whole_map_dark(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.ndarray, kernel: int = DARK_KERNEL
@@ -286,14 +296,8 @@ def _whole_map_dark(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.nd
     the stencil's range: whole-map blur, rescale, float32 log and np.linalg.inv, bit for bit.
     Returns (offsets (M, 2) float32, stepped (M,) bool)."""
     m, h, w = maps.shape
-    blurred = _blur_side_by_side(maps, kernel)  # (H, W, M)
+    blurred, ratio, nonzero = _mmpose_blur(maps, peaks, kernel)
     offsets = np.zeros((m, 2), np.float32)
-    blurred_max = blurred.max(axis=(0, 1))
-    nonzero = blurred_max != 0
-    # MMPose rescales each blurred map to the raw map's maximum (`*= origin_max / np.max(blurred)`)
-    # before the log; only the 13 values the stencil reads are rescaled, with the same float32
-    # operations, so they are the same numbers.
-    ratio = np.divide(peaks.astype(np.float32), blurred_max, out=np.zeros_like(blurred_max), where=nonzero)
     index = np.arange(m)
 
     def log_at(dx: int, dy: int) -> np.ndarray:
@@ -369,41 +373,28 @@ def _dark_udp_offsets(heatmaps: np.ndarray, coords: np.ndarray, peaks: np.ndarra
     comparison of the two transcriptions), and MMPose 1.x lists the same checkpoints at 76.2 AP
     against 0.x's 76.0.
 
-    The reference's own operations on whole maps (_whole_map_udp), bit for bit (tests/test_decode.py):
+    The reference's own operations on whole maps, bit for bit (tests/test_decode.py):
     0.23-0.28 ms a person in batches of 32 (`python -m benchmarks.decode_bench`, this project's 2-core
     AMD EPYC), DARK's local path 0.07. A local path as DARK's was tried: with UDP's one-pixel
     stencil and eps-regularised inverse its rounding bound certified only 2-18% of clean joints, so it
     saved nothing; UDP's checkpoints are HRNets, whose forward costs far more.
     Not in the reference: a joint whose peak is not positive is not stepped (decode_heatmaps puts it
-    at (0, 0); MMPose steps from -1 off the map), nor one whose step is not finite.
+    at (0, 0); MMPose steps from -1 off the map), nor one whose blurred map's maximum is 0 (the
+    reference divides by it) or whose step is not finite.
     """
     n, h, w, k = heatmaps.shape
     offsets = np.zeros((n, k, 2))
     people, joints = np.nonzero(peaks > 0)
-    if len(people) == 0:
+    m = len(people)
+    if m == 0:
         return offsets
     x = coords[people, joints, 0].astype(np.int64)
     y = coords[people, joints, 1].astype(np.int64)
-    found = _whole_map_udp(heatmaps[people, :, :, joints], x, y, peaks[people, joints], kernel)
-    ok = np.isfinite(found).all(axis=-1)
-    offsets[people[ok], joints[ok]] = found[ok]
-    return offsets
-
-
-def _whole_map_udp(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.ndarray, kernel: int) -> np.ndarray:
-    """The reference's steps for M maps (M, H, W) with argmax x, y and maxima peaks (M,) > 0: whole-map
-    blur, rescale, clip, float32 log and differences, float64 inverse. Returns (M, 2) float64 (NaN
-    where the blurred map's maximum is 0, where the reference would divide by it)."""
-    m, h, w = maps.shape
-    blurred = _blur_side_by_side(maps, kernel)  # (H, W, M)
-    blurred_max = blurred.max(axis=(0, 1))
-    nonzero = blurred_max != 0
+    blurred, ratio, nonzero = _mmpose_blur(heatmaps[people, :, :, joints], peaks[people, joints], kernel)
     ox, oy = _udp_neighbours(x, y, (h, w))
-    index = np.arange(m)[None, :]
-    # (Non-finite maps, never a real network's, give NaN steps here, which the caller does not take.)
+    # (Non-finite maps, never a real network's, give NaN steps here, which are not taken.)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        ratio = np.divide(peaks.astype(np.float32), blurred_max, out=np.zeros_like(blurred_max), where=nonzero)
-        values = blurred[y[None, :] + oy, x[None, :] + ox, index] * ratio  # (7, M) float32, as `heatmaps[k] *= ...`
+        values = blurred[y[None, :] + oy, x[None, :] + ox, np.arange(m)[None, :]] * ratio  # (7, M) float32
         i_, ix1, ix1_, iy1, iy1_, ix1y1, ix1_y1_ = np.log(np.clip(values, np.float32(_UDP_FLOOR),
                                                                   np.float32(_UDP_CEILING)))
         # The reference's float32 expressions in its order (its rounding depends on it).
@@ -413,9 +404,10 @@ def _whole_map_udp(maps: np.ndarray, x: np.ndarray, y: np.ndarray, peaks: np.nda
         dyy = iy1 - 2 * i_ + iy1_
         dxy = 0.5 * (ix1y1 - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + ix1_y1_)
         hessian = np.stack([dxx, dxy, dxy, dyy], axis=-1).reshape(m, 2, 2) + _EPS_DIAGONAL * np.eye(2)
-        steps = -(_inverse_2x2(hessian) @ np.stack([dx, dy], axis=-1)[..., None])[..., 0]
-    steps[~nonzero] = np.nan
-    return steps
+        steps = -(_inverse_2x2(hessian) @ np.stack([dx, dy], axis=-1)[..., None])[..., 0]  # (M, 2) float64
+    ok = nonzero & np.isfinite(steps).all(axis=-1)
+    offsets[people[ok], joints[ok]] = steps[ok]
+    return offsets
 
 
 def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark", udp: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -424,8 +416,9 @@ def decode_heatmaps(heatmaps: np.ndarray, method: str = "dark", udp: bool = Fals
     method: "dark" (MMPose's 'unbiased' DARK Taylor refinement, argmax where it cannot step),
     "quarter" (the official SimpleBaseline quarter-pixel shift) or "argmax" (integer peak).
     udp: the heatmaps come from a checkpoint trained with UDP (app.crop.crop_transforms); "dark" then
-    is UDP's own DARK step (MMPose 1.x `refine_keypoints_dark_udp`); the other methods are the same. DARK's blur kernel follows the heatmap size as
-    MMPose's configs (dark_kernel: 11 for 64 x 48, 17 for 96 x 72).
+    is UDP's own DARK step (MMPose 1.x `refine_keypoints_dark_udp`); the other methods are the same.
+    DARK's blur kernel follows the heatmap size as MMPose's configs (dark_kernel: 11 for 64 x 48, 17
+    for 96 x 72).
     Returns (coords (N, K, 2) float32 x, y in heatmap pixels, scores (N, K) float32 = peak value of the
     raw heatmap). Every coordinate lies on the map, 0 <= x <= W - 1 and 0 <= y <= H - 1.
     """

@@ -111,7 +111,7 @@ METHODS = {
     "dark": lambda h: decode_heatmaps(h, "dark"),
     "dark, guarded": dark_guarded,
     "dark, quarter at border": dark_quarter_at_border,
-    # What a model trained with UDP decodes with (MMPose's post_dark_udp); on these targets, rendered
+    # What a model trained with UDP decodes with (MMPose 1.x's refine_keypoints_dark_udp); on these targets, rendered
     # with the SimpleBaseline geometry, only its time and its border behaviour compare.
     "dark, UDP's": lambda h: decode_heatmaps(h, "dark", udp=True),
 }

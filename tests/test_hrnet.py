@@ -330,13 +330,12 @@ def small_w32_udp(small_w32, module_tmp):
 
 def test_run_demo_runs_hrnet_with_flip_and_dark(small_w32_udp, dancer_video, detector_path, tmp_path):
     """Random weights: frames and the start-up line, not poses. The UDP file: its start-up line says so."""
-    small_w32 = small_w32_udp
     out_json = tmp_path / "out.json"
     env = dict(os.environ, YOLO_OFFLINE="1")
     env.pop("DISPLAY", None)
     completed = subprocess.run(
         [sys.executable, str(ROOT / "run_demo.py"), "--headless", "--no-progress", "--source", str(dancer_video),
-         "--weights", str(small_w32), "--detector", str(detector_path), "--max-frames", "4", "--flip",
+         "--weights", str(small_w32_udp), "--detector", str(detector_path), "--max-frames", "4", "--flip",
          "--decode", "dark", "--json", str(out_json)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
